@@ -1,0 +1,321 @@
+"""Frozen dataclass configs. One tree per run; ``config.json`` in the run folder reproduces it.
+
+``TrainConfig`` holds ``model: ModelConfig``, ``loss: LossConfig`` and ``aug: AugConfig``.
+Every field can be set from the CLI with ``--set section.field=value`` (or ``--set field=value``
+when the name is unique across sections), validated against ``CHOICES`` so a typo or an unknown
+knob value is one clear ``ConfigError`` instead of a crash hours into a run.
+
+Table 1 of the paper maps onto fields as follows (see ``TABLE1`` for the searched values):
+DiffAugment -> ``aug.diffaugment``; activations -> ``model.g_activation``/``d_activation``;
+norms -> ``model.g_norm``/``d_norm``; filters -> ``model.g_filters``/``d_filters``; spectral norm ->
+``model.g_spectral``/``d_spectral``; init -> ``model.init``/``init_gain``; GP -> ``loss.gp_weight``;
+clipping -> ``loss.clip``; feature matching -> ``loss.fm_weight``; VGG -> ``loss.vgg_weight``;
+learning rate -> ``lr``; label smoothing -> ``loss.label_smoothing``; data augmentation ->
+``aug.classical``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config names an unknown field or a value outside the field's allowed set."""
+
+
+ACTIVATIONS = ("relu", "leakyrelu", "elu", "selu")
+NORMS = ("batch", "instance", "none")
+INITS = ("normal", "xavier", "xavier-uniform", "kaiming")
+
+# Allowed values of the categorical fields, keyed "section.field". Checked in __post_init__.
+CHOICES: dict[str, tuple] = {
+    "model.g_activation": ACTIVATIONS,
+    "model.d_activation": ACTIVATIONS,
+    "model.g_norm": NORMS,
+    "model.d_norm": NORMS,
+    "model.init": INITS,
+}
+
+# The paper's Table 1 search space (the sweep samples from it).
+TABLE1: dict[str, tuple] = {
+    "aug.diffaugment": ("", "color,translation,cutout"),
+    "model.d_activation": ACTIVATIONS,
+    "model.g_activation": ACTIVATIONS,
+    "model.d_norm": ("batch", "instance"),
+    "model.g_norm": ("batch", "instance"),
+    "model.d_filters": (16, 32, 64, 128),
+    "model.g_filters": (16, 32, 64, 128),
+    "model.d_spectral": (True, False),
+    "model.g_spectral": (True, False),
+    "model.init": INITS,
+    "model.init_gain": (0.01, 0.02, 0.1, 1.0),
+    "loss.gp_weight": (0.0, 0.1, 1.0, 10.0),
+    "loss.clip": (0.0, 0.01, 0.1),
+    "loss.fm_weight": (0.0, 1.0, 10.0),
+    "loss.vgg_weight": (0.0, 1.0, 10.0),
+    "lr": (0.00004, 0.00005, 0.0001, 0.0002, 0.001),
+    "loss.label_smoothing": (0.0, 0.1),
+    "aug.classical": (True, False),
+}
+
+
+def _check_choices(obj: Any, section: str) -> None:
+    for f in fields(obj):
+        key = f"{section}.{f.name}" if section else f.name
+        if key in CHOICES and getattr(obj, f.name) not in CHOICES[key]:
+            raise ConfigError(f"{key}={getattr(obj, f.name)!r} is not one of {list(CHOICES[key])}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of G and D. ``name`` picks the registry entry (dcgan, stylegan2, spade)."""
+
+    name: str = "dcgan"
+    latent_dim: int = 100
+    g_filters: int = 64
+    d_filters: int = 64
+    g_activation: str = "relu"
+    d_activation: str = "leakyrelu"
+    g_norm: str = "batch"
+    d_norm: str = "batch"
+    g_spectral: bool = False
+    d_spectral: bool = False
+    init: str = "normal"
+    init_gain: float = 0.02
+    # StyleGAN2 / SPADE knobs (ignored by dcgan)
+    w_dim: int = 256
+    mapping_layers: int = 8
+    channel_max: int = 256
+    style_mixing: float = 0.9
+    truncation: float = 1.0
+    spade_hidden: int = 64
+    d_scales: int = 2
+
+    def __post_init__(self) -> None:
+        _check_choices(self, "model")
+        if self.latent_dim <= 0:
+            raise ConfigError(f"model.latent_dim must be > 0, got {self.latent_dim}")
+        if self.init_gain <= 0:
+            raise ConfigError(f"model.init_gain must be > 0, got {self.init_gain}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The adversarial loss (``name`` = registry key) and its tricks."""
+
+    name: str = "dcgan"
+    label_smoothing: float = 0.0  # one-sided: real target = 1 - label_smoothing (0.1 -> alpha = 0.9)
+    clip: float = 0.0  # WGAN weight clipping (0 = off)
+    gp_weight: float = 0.0  # WGAN-GP gradient penalty weight
+    n_critic: int = 1  # D steps per G step (WGANs: 5)
+    fm_weight: float = 0.0  # feature matching on D's intermediate features
+    vgg_weight: float = 0.0  # VGG perceptual term (see medgan.losses for its meaning when unconditional)
+    vgg_features: str = "vgg16"  # "vgg16" (pretrained, must be present) | "vgg16-random" (labelled substitute)
+    r1_gamma: float = 0.0  # R1 penalty weight (StyleGAN2)
+    r1_interval: int = 16  # lazy regularisation interval
+    pl_weight: float = 0.0  # path-length regularisation (StyleGAN2)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"loss.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.clip < 0 or self.gp_weight < 0 or self.fm_weight < 0 or self.vgg_weight < 0:
+            raise ConfigError("loss weights (clip, gp_weight, fm_weight, vgg_weight) must be >= 0")
+        if self.n_critic < 1:
+            raise ConfigError(f"loss.n_critic must be >= 1, got {self.n_critic}")
+
+
+@dataclass(frozen=True)
+class AugConfig:
+    """DiffAugment on what D sees, and classical augmentation of the real set."""
+
+    diffaugment: str = ""  # comma list of color,translation,cutout ("" = off)
+    classical: bool = False  # rotation / shift / flip / scale of the real set (image and mask alike)
+    ada_target: float = 0.0  # ADA r_t target (0 = off; StyleGAN2-ADA uses 0.6)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run. ``data`` is a prepared folder, ``out`` the run folder."""
+
+    data: str = ""
+    out: str = ""
+    kimg: float = 10.0
+    batch: int = 64
+    lr: float = 0.0002
+    lr_d: float | None = None  # None = same as lr
+    beta1: float = 0.5
+    beta2: float = 0.999
+    ema_kimg: float = 10.0  # G_ema half-life in kimg (0 = off)
+    tick_kimg: float = 1.0
+    snapshot_kimg: float = 10.0
+    metric_kimg: float = 0.0  # 0 = metrics only at the end (if any)
+    metrics: tuple[str, ...] = ()
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    compile: bool = False
+    channels_last: bool = True
+    deterministic: bool = False
+    split: str = "train"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+
+    def __post_init__(self) -> None:
+        if self.amp not in ("auto", "bf16", "off"):
+            raise ConfigError(f"amp={self.amp!r} is not one of ['auto', 'bf16', 'off']")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device={self.device!r} is not auto, cpu or cuda[:N]")
+        if self.batch < 1 or self.kimg <= 0:
+            raise ConfigError("batch must be >= 1 and kimg > 0")
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def hash(self) -> str:
+        """Short hash of everything that changes the result (not ``out``/``kimg``)."""
+        d = self.to_dict()
+        d.pop("out", None)
+        d.pop("kimg", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        return from_dict(cls, d)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def with_overrides(self, assignments: list[str] | dict[str, Any]) -> "TrainConfig":
+        return apply_overrides(self, assignments)
+
+
+# ---------------------------------------------------------------------------------------------
+# generic helpers
+# ---------------------------------------------------------------------------------------------
+def to_dict(obj: Any) -> Any:
+    if is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, tuple):
+        return list(obj)
+    return obj
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """Build a (nested) dataclass from a dict; unknown keys are a ``ConfigError``."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"expected a mapping for {cls.__name__}, got {type(d).__name__}")
+    types = _field_types(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} field(s) {sorted(unknown)}; known: {sorted(names)}")
+    kwargs = {}
+    for name, value in d.items():
+        tp = types[name]
+        if is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value)
+        else:
+            kwargs[name] = _coerce(tp, value, name)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, name)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        return tuple(value)
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                low = value.lower()
+                if low in ("true", "1", "yes", "on"):
+                    return True
+                if low in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r} is not a valid {getattr(tp, '__name__', tp)}") from None
+    return value
+
+
+def _resolve_key(cfg: Any, key: str) -> list[str]:
+    """``"g_filters"`` -> ``["model", "g_filters"]`` when unique; dotted keys are taken as is."""
+    if "." in key:
+        return key.split(".")
+    hits = []
+
+    def walk(obj: Any, prefix: list[str]) -> None:
+        for f in fields(obj):
+            if f.name == key and not is_dataclass(getattr(obj, f.name)):
+                hits.append(prefix + [f.name])
+            if is_dataclass(getattr(obj, f.name)):
+                walk(getattr(obj, f.name), prefix + [f.name])
+
+    walk(cfg, [])
+    if not hits:
+        raise ConfigError(f"unknown config field {key!r}")
+    if len(hits) > 1:
+        raise ConfigError(f"config field {key!r} is ambiguous: {['.'.join(h) for h in hits]}")
+    return hits[0]
+
+
+def apply_overrides(cfg: Any, assignments: list[str] | dict[str, Any]) -> Any:
+    """Return a copy of ``cfg`` with ``["model.g_filters=32", "lr=1e-4"]`` applied and validated."""
+    if isinstance(assignments, dict):
+        items = list(assignments.items())
+    else:
+        items = []
+        for a in assignments:
+            if "=" not in a:
+                raise ConfigError(f"--set expects knob=value, got {a!r}")
+            k, v = a.split("=", 1)
+            items.append((k.strip(), v.strip()))
+    d = to_dict(cfg)
+    for key, value in items:
+        path = _resolve_key(cfg, key)
+        node = d
+        for p in path[:-1]:
+            if p not in node or not isinstance(node[p], dict):
+                raise ConfigError(f"unknown config section {p!r} in {key!r}")
+            node = node[p]
+        if path[-1] not in node:
+            raise ConfigError(f"unknown config field {key!r}")
+        node[path[-1]] = value
+    return from_dict(type(cfg), d)
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    return dataclasses.replace(cfg, **changes)
