@@ -77,6 +77,8 @@ def write_phantom(
     try:
         os.chmod(tmp, 0o755)
         writer(tmp, n, int(seed), progress=progress, **size_kw)
+        # the marker medgan.data.prepare reads to record source: "phantom" in dataset.json
+        (tmp / "PHANTOM.txt").write_text(f"medgan phantom: dataset={dataset} patients={n} seed={seed}\n")
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
