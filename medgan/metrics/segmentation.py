@@ -17,7 +17,8 @@ Dice exactly, and summing over everything gives the pooled Dice, with one code p
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -135,10 +136,10 @@ def _summary(dice: np.ndarray, classes: list[int], names: dict[int, str]) -> dic
     """Dice ``[M, K]`` of M units (images or patients) -> mean per class + NaN counts."""
     mean_per_class, nan_per_class = _nanmean(dice[:, classes], axis=0)
     unit_mean, unit_nan = _nanmean(dice[:, classes], axis=1)  # each unit's mean over classes
-    out: dict[str, Any] = {names[c]: float(m) for c, m in zip(classes, mean_per_class)}
+    out: dict[str, Any] = {names[c]: float(m) for c, m in zip(classes, mean_per_class, strict=True)}
     # mean of the per-class means (the "mean Dice" of a table row)
     out["mean"] = _nanmean(np.asarray(mean_per_class))[0]
-    out["nan"] = {names[c]: int(n) for c, n in zip(classes, nan_per_class)}
+    out["nan"] = {names[c]: int(n) for c, n in zip(classes, nan_per_class, strict=True)}
     out["nan"]["all_classes"] = int(np.sum(unit_nan == len(classes)))
     out["n"] = int(len(dice))
     return out
@@ -182,7 +183,7 @@ def dice_report(
         report["patient"] = _summary(pdice, classes, names)
         report["n_patients"] = len(ids)
         if per_patient:
-            report["per_patient"] = {str(p): _per_class(row, classes, names) for p, row in zip(ids, pdice)}
+            report["per_patient"] = {str(p): _per_class(row, classes, names) for p, row in zip(ids, pdice, strict=True)}
         headline = report["patient"]
     else:
         headline = report["image"]
