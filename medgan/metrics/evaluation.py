@@ -1,0 +1,268 @@
+"""``evaluate(real_dir, gen_dir)``: FID (+ CI, floor) and optionally KID, PRDC and memorisation, as one JSON-ready dict.
+
+Which real images are compared: by default the **train** split of ``real_dir`` (``real_split="train"``),
+i.e. the images the GAN was trained on, as in the paper (§3.4: FID between generated images and the
+training set). ``real_split="test"`` (or ``"all"``, ``"val"``) compares against other real images instead.
+Every image of the generated set is used (``gen_split="all"``).
+
+The real-vs-real **floor** is the same metric between two disjoint halves of the chosen real split,
+split by *patient* (never by slice, so neighbouring slices of one volume cannot sit on both sides).
+It is the value a perfect generator would score at half the sample size — FID is biased upward at
+small n, so the floor is a conservative (high) reference, reported with its n.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medgan.cli import UserError
+from medgan.data.prepared import PreparedSet, load_prepared
+from medgan.metrics.bootstrap import bootstrap as run_bootstrap
+from medgan.metrics.features import dataset_features, get_extractor, resolve_device, split_indices
+from medgan.metrics.fid import RANK_WARNING, fid_from_features, is_rank_deficient
+from medgan.metrics.kid import kid as compute_kid
+from medgan.metrics.memorization import memorisation as compute_memorisation
+from medgan.metrics.prdc import prdc as compute_prdc
+
+RESULT_VERSION = 1
+RANDOM_NOTE = "random-weight features: a consistency check only, never comparable with published FIDs"
+
+
+class IncompatibleSetsError(UserError):
+    """Two prepared sets that cannot be compared (channels, size or labels differ)."""
+
+
+def check_compatible(real: PreparedSet, gen: PreparedSet) -> None:
+    """Raise ``IncompatibleSetsError`` naming both folders when the sets are not comparable."""
+    if real.channels != gen.channels:
+        raise IncompatibleSetsError(
+            f"{gen.root} has {gen.channels} image channel(s) but {real.root} has {real.channels}: "
+            f"compare sets of the same modality"
+        )
+    if real.image_size != gen.image_size:
+        raise IncompatibleSetsError(
+            f"{gen.root} holds {gen.image_size}² images but {real.root} holds {real.image_size}²: "
+            f"generate at the real set's size"
+        )
+    real_labels = {str(k): v for k, v in real.labels.items()}
+    gen_labels = {str(k): v for k, v in gen.labels.items()}
+    if real_labels != gen_labels:
+        raise IncompatibleSetsError(
+            f"{gen.root} has labels {gen_labels} but {real.root} has {real_labels}: "
+            f"the generated set was not made from this dataset"
+        )
+
+
+def patient_halves(ps: PreparedSet, indices: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``indices`` into two disjoint halves by patient, balancing slice counts (seeded)."""
+    patients = ps.patients[indices]
+    unique = np.unique(patients)
+    if len(unique) < 2:
+        raise ValueError(f"{ps.root}: one patient only, cannot split by patient")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(unique)
+    counts = {p: int((patients == p).sum()) for p in unique}
+    # largest first (ties in seeded order), each to the lighter half: a balanced, reproducible split
+    order = sorted(order, key=lambda p: -counts[p])
+    half_a: set[str] = set()
+    load = [0, 0]
+    for p in order:
+        side = 0 if load[0] <= load[1] else 1
+        load[side] += counts[p]
+        if side == 0:
+            half_a.add(p)
+    in_a = np.isin(patients, sorted(half_a))
+    return indices[in_a], indices[~in_a]
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-ready: numpy scalars -> Python, NaN/inf -> None, arrays dropped to lists."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return None if not math.isfinite(float(obj)) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def evaluate(
+    real_dir: str | os.PathLike,
+    gen_dir: str | os.PathLike,
+    *,
+    features: str = "inception",
+    kid: bool = False,
+    prdc: bool = False,
+    memorisation: str | os.PathLike | None = None,
+    real_split: str = "train",
+    gen_split: str = "all",
+    bootstrap: int = 100,
+    floor: bool = True,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    prdc_k: int = 5,
+    memorisation_q: float = 5.0,
+    exact: bool = False,
+    seed: int = 0,
+    batch: int | None = None,
+    device: str | None = None,
+    cache: bool = True,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Compare a generated prepared set with a real one; returns a JSON-ready dict.
+
+    Keys: ``fid``, ``fid_ci95`` ([lo, hi] or None), ``n_real``, ``n_gen``, ``features`` (extractor
+    name), ``feature_dim``, ``rank_deficient``, ``warnings``; with ``kid``: ``kid_mean``, ``kid_std``;
+    with ``prdc``: ``precision``, ``recall``, ``density``, ``coverage``; with ``memorisation=TRAIN_DIR``
+    (a prepared set: its train split are the training images, its test split the unseen reference):
+    ``memorisation`` {near_copy_fraction, median_ratio, memorised, ...}; with ``floor``: ``floor``
+    {fid, kid_mean, n_a, n_b} between two patient-disjoint halves of the real split.
+    """
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    real = load_prepared(real_dir)
+    gen = load_prepared(gen_dir)
+    check_compatible(real, gen)
+    real_idx = split_indices(real, real_split)
+    split_indices(gen, gen_split)
+    mem_set = None
+    if memorisation is not None:
+        mem_set = load_prepared(memorisation)
+        check_compatible(mem_set, gen)
+        split_indices(mem_set, "train")
+        split_indices(mem_set, "test")
+
+    extractor = get_extractor(features, dev)
+    common = dict(batch=batch, cache=cache, progress=progress)
+    f_real = dataset_features(real, extractor, split=real_split, **common)
+    f_gen = dataset_features(gen, extractor, split=gen_split, **common)
+    t_features = time.perf_counter() - t0
+    n_real, n_gen, dim = len(f_real), len(f_gen), f_real.shape[1]
+
+    warn_list: list[str] = []
+    result: dict[str, Any] = {
+        "version": RESULT_VERSION,
+        "real_dir": str(Path(real_dir)),
+        "gen_dir": str(Path(gen_dir)),
+        "real_name": real.name,
+        "gen_name": gen.name,
+        "real_split": real_split,
+        "gen_split": gen_split,
+        "real_sha256": real.content_sha256,
+        "gen_sha256": gen.content_sha256,
+        "gen_source": gen.source,
+        "features": extractor.name,
+        "features_random": extractor.random_weights,
+        "feature_dim": int(dim),
+        "n_real": int(n_real),
+        "n_gen": int(n_gen),
+    }
+    if extractor.random_weights:
+        result["features_note"] = RANDOM_NOTE
+
+    t1 = time.perf_counter()
+    fid = fid_from_features(f_real, f_gen, exact=exact, device=dev)
+    rank_deficient = is_rank_deficient(min(n_real, n_gen), dim)
+    if rank_deficient:
+        msg = RANK_WARNING.format(n=min(n_real, n_gen), d=dim)
+        warnings.warn(msg, stacklevel=2)
+        warn_list.append(msg)
+    result.update(fid=fid, rank_deficient=rank_deficient, fid_exact_pytorch_fid=bool(exact))
+    if bootstrap and bootstrap > 1:
+        bs = run_bootstrap(lambda a, b: fid_from_features(a, b, device=dev), f_real, f_gen, n=bootstrap,
+                           seed=seed, progress=progress, desc="FID bootstrap")
+        result.update(fid_ci95=bs["ci"], fid_bootstrap_std=bs["std"], bootstrap=bs["n"])
+    else:
+        result.update(fid_ci95=None, bootstrap=0)
+
+    if kid:
+        result.update(compute_kid(f_real, f_gen, num_subsets=kid_subsets, subset_size=kid_subset_size, seed=seed,
+                                  device=dev))
+    if prdc:
+        if min(n_real, n_gen) <= prdc_k:
+            raise UserError(f"PRDC with k={prdc_k} needs more than {prdc_k} images per set (got {n_real} real, {n_gen} generated)")
+        result.update(compute_prdc(f_real, f_gen, k=prdc_k, device=dev))
+    if mem_set is not None:
+        f_train = dataset_features(mem_set, extractor, split="train", **common)
+        f_test = dataset_features(mem_set, extractor, split="test", **common)
+        mem = compute_memorisation(f_gen, f_train, f_test, q=memorisation_q, device=dev)
+        mem["train_dir"] = str(Path(memorisation))
+        result["memorisation"] = mem
+    if floor:
+        result["floor"] = real_floor(real, f_real, real_idx, kid=kid, kid_subsets=kid_subsets,
+                                     kid_subset_size=kid_subset_size, seed=seed, device=dev)
+    result["warnings"] = warn_list
+    result["seconds"] = {"features": t_features, "metrics": time.perf_counter() - t1, "total": time.perf_counter() - t0}
+    result["device"] = str(dev)
+    return _clean(result)
+
+
+def real_floor(ps: PreparedSet, f_real: np.ndarray, real_idx: np.ndarray, *, kid: bool = False, kid_subsets: int = 100,
+               kid_subset_size: int = 1000, seed: int = 0, device=None) -> dict[str, Any]:
+    """FID (and KID) between two patient-disjoint halves of the real features ``f_real`` (rows = ``real_idx``)."""
+    try:
+        a_idx, b_idx = patient_halves(ps, real_idx, seed)
+    except ValueError as e:
+        return {"fid": None, "reason": str(e)}
+    pos = {int(i): k for k, i in enumerate(real_idx)}
+    fa = f_real[[pos[int(i)] for i in a_idx]]
+    fb = f_real[[pos[int(i)] for i in b_idx]]
+    if min(len(fa), len(fb)) < 2:
+        return {"fid": None, "reason": "a half holds fewer than 2 images"}
+    out: dict[str, Any] = {
+        "fid": fid_from_features(fa, fb, device=device),
+        "n_a": len(fa),
+        "n_b": len(fb),
+        "patients_a": int(len(np.unique(ps.patients[a_idx]))),
+        "patients_b": int(len(np.unique(ps.patients[b_idx]))),
+        "rank_deficient": is_rank_deficient(min(len(fa), len(fb)), fa.shape[1]),
+    }
+    if kid:
+        k = compute_kid(fa, fb, num_subsets=kid_subsets, subset_size=kid_subset_size, seed=seed, device=device)
+        out.update(kid_mean=k["kid_mean"], kid_std=k["kid_std"])
+    return out
+
+
+def summary(result: dict[str, Any]) -> str:
+    """Readable multi-line summary of an ``evaluate`` result (what ``medgan fid`` prints)."""
+    r = result
+    lines = []
+    ci = r.get("fid_ci95")
+    ci_txt = f"  (95% CI {ci[0]:.3f} – {ci[1]:.3f}, bootstrap {r['bootstrap']})" if ci else ""
+    lines.append(f"FID        {r['fid']:.4f}{ci_txt}")
+    lines.append(f"features   {r['features']} ({r['feature_dim']}-d)" + (f"  [{r['features_note']}]" if r.get("features_note") else ""))
+    lines.append(f"real       {r['real_name']} / {r['real_split']}: {r['n_real']} images   "
+                 f"generated {r['gen_name']} / {r['gen_split']}: {r['n_gen']} images")
+    fl = r.get("floor")
+    if fl:
+        if fl.get("fid") is None:
+            lines.append(f"floor      n/a ({fl.get('reason')})")
+        else:
+            kid_txt = f", KID {fl['kid_mean']:.5f}" if fl.get("kid_mean") is not None else ""
+            lines.append(f"floor      real vs real (patient halves {fl['n_a']} / {fl['n_b']} images): FID {fl['fid']:.4f}{kid_txt}")
+    if "kid_mean" in r:
+        lines.append(f"KID        {r['kid_mean']:.5f} ± {r['kid_std']:.5f}  ({r['kid_subsets']} subsets of {r['kid_subset_size']})")
+    if "precision" in r:
+        lines.append(f"PRDC (k={r['prdc_k']})  precision {r['precision']:.3f}  recall {r['recall']:.3f}  "
+                     f"density {r['density']:.3f}  coverage {r['coverage']:.3f}")
+    m = r.get("memorisation")
+    if m:
+        verdict = "FLAGGED: near-copies of training images" if m["memorised"] else "not flagged"
+        lines.append(f"memorise   {100 * m['near_copy_fraction']:.1f}% near-copies (expected {100 * m['expected_fraction']:.1f}%), "
+                     f"median NN ratio {m['median_ratio']:.3f} -> {verdict}")
+    for w in r.get("warnings", []):
+        lines.append(f"WARNING    {w}")
+    return "\n".join(lines)
