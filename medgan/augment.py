@@ -14,7 +14,7 @@ Fill of the areas translation brings in and cutout removes: the *empty* joint va
 (+1 in channel 0, −1 in the others). That pair occurs in real data, the mask remains a valid one-hot
 whose argmax is label 0, and the fill is identical for real and fake, so D cannot use it to tell them
 apart. (The reference implementation fills with 0: for a {-1, +1} one-hot that is "no label at all".)
-All ops are written as ``(x - fill)`` transformed then ``+ fill``, so they stay differentiable in x.
+Both are a gather/``torch.where`` over x, so they stay differentiable in x and leave kept pixels bit-exact.
 
 Randomness comes from ``generator`` when given (``pipe(x, generator=g)``), else the global RNG (which
 the trainer seeds and checkpoints). Classical augmentation of the real set lives in
@@ -23,7 +23,7 @@ the trainer seeds and checkpoints). Classical augmentation of the real set lives
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -59,23 +59,27 @@ def rand_color(x: torch.Tensor, channels: int, fill: torch.Tensor, generator=Non
 
 
 @DIFF_OPS.register("translation")
-def rand_translation(x: torch.Tensor, channels: int, fill: torch.Tensor, generator=None, ratio: float = TRANSLATION_RATIO) -> torch.Tensor:
+def rand_translation(
+    x: torch.Tensor, channels: int, fill: torch.Tensor, generator=None, ratio: float = TRANSLATION_RATIO
+) -> torch.Tensor:
     """out[i, j] = x[i + ty, j + tx] where inside the image, else ``fill``; ty, tx ∈ [-s, s], s = ratio·size."""
     n, ck, h, w = x.shape
     sy, sx = int(h * ratio + 0.5), int(w * ratio + 0.5)
     ty = _randint(x, -sy, sy + 1, n, generator)
     tx = _randint(x, -sx, sx + 1, n, generator)
-    # pad by one row/column of (x - fill) = 0, and point every out-of-range read at it
-    x_pad = F.pad(x - fill, [1, 1, 1, 1])
+    # pad by one row/column of fill, and point every out-of-range read at it
+    interior = F.pad(torch.ones(1, 1, h, w, dtype=torch.bool, device=x.device), [1, 1, 1, 1])
+    x_pad = torch.where(interior, F.pad(x, [1, 1, 1, 1]), fill)
     rows = (torch.arange(h, device=x.device)[None] + ty[:, None] + 1).clamp(0, h + 1)  # [N, H]
     cols = (torch.arange(w, device=x.device)[None] + tx[:, None] + 1).clamp(0, w + 1)  # [N, W]
     out = x_pad.gather(2, rows[:, None, :, None].expand(n, ck, h, w + 2))
-    out = out.gather(3, cols[:, None, None, :].expand(n, ck, h, w))
-    return out + fill
+    return out.gather(3, cols[:, None, None, :].expand(n, ck, h, w))
 
 
 @DIFF_OPS.register("cutout")
-def rand_cutout(x: torch.Tensor, channels: int, fill: torch.Tensor, generator=None, ratio: float = CUTOUT_RATIO) -> torch.Tensor:
+def rand_cutout(
+    x: torch.Tensor, channels: int, fill: torch.Tensor, generator=None, ratio: float = CUTOUT_RATIO
+) -> torch.Tensor:
     """Set a ``ratio``-sized square (clipped at the border) at a random centre to ``fill`` in every channel."""
     n, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
@@ -85,8 +89,8 @@ def rand_cutout(x: torch.Tensor, channels: int, fill: torch.Tensor, generator=No
     ix = torch.arange(w, device=x.device)[None]
     in_y = (iy >= cy[:, None]) & (iy < cy[:, None] + ch)  # [N, H]
     in_x = (ix >= cx[:, None]) & (ix < cx[:, None] + cw)  # [N, W]
-    keep = (~(in_y[:, :, None] & in_x[:, None, :])).to(x.dtype)[:, None]  # [N, 1, H, W]
-    return (x - fill) * keep + fill
+    cut = (in_y[:, :, None] & in_x[:, None, :])[:, None]  # [N, 1, H, W]
+    return torch.where(cut, fill, x)
 
 
 def parse_policy(policy: str) -> list[str]:

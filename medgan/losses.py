@@ -45,7 +45,7 @@ is taken on un-augmented interpolates (a random augmentation would make x̂'s tw
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +102,9 @@ class GANLoss:
         if cfg.clip > 0 and not self.allows_clip:
             raise ConfigError(f"loss.clip={cfg.clip}: weight clipping only applies to --gan wgan, not {self.name}")
         if cfg.gp_weight > 0 and not self.allows_gp:
-            raise ConfigError(f"loss.gp_weight={cfg.gp_weight}: the gradient penalty only applies to --gan wgan-gp, not {self.name}")
+            raise ConfigError(
+                f"loss.gp_weight={cfg.gp_weight}: the gradient penalty only applies to --gan wgan-gp, not {self.name}"
+            )
         if cfg.vgg_weight > 0 and self.vgg is None:
             raise ConfigError("loss.vgg_weight > 0 needs a VGG feature extractor (use build_loss, which loads it)")
 
@@ -138,14 +140,20 @@ class GANLoss:
         return self.D(x, return_features=return_features)
 
     # ------------------------------------------------------------------ the trainer's API
-    def d_loss(self, real: torch.Tensor, z: torch.Tensor, mask_onehot: torch.Tensor | None = None, step: int = 0) -> tuple[torch.Tensor, Terms]:
+    def d_loss(
+        self, real: torch.Tensor, z: torch.Tensor, mask_onehot: torch.Tensor | None = None, step: int = 0
+    ) -> tuple[torch.Tensor, Terms]:
         with torch.no_grad():
             fake = self.run_G(z, mask_onehot, real)
         real_logits = self.run_D(real)
         fake_logits = self.run_D(fake)
         adv = self.d_adv(real_logits, fake_logits)
         total = adv
-        terms: Terms = {"D_real": _scalar(real_logits.mean()), "D_fake": _scalar(fake_logits.mean()), "D_adv": _scalar(adv)}
+        terms: Terms = {
+            "D_real": _scalar(real_logits.mean()),
+            "D_fake": _scalar(fake_logits.mean()),
+            "D_adv": _scalar(adv),
+        }
         if self.allows_gp and self.cfg.gp_weight > 0:
             gp = gradient_penalty(self.D, real, fake)
             total = total + self.cfg.gp_weight * gp
@@ -153,7 +161,9 @@ class GANLoss:
         terms["D_total"] = _scalar(total)
         return total, terms
 
-    def g_loss(self, real: torch.Tensor, z: torch.Tensor, mask_onehot: torch.Tensor | None = None, step: int = 0) -> tuple[torch.Tensor, Terms]:
+    def g_loss(
+        self, real: torch.Tensor, z: torch.Tensor, mask_onehot: torch.Tensor | None = None, step: int = 0
+    ) -> tuple[torch.Tensor, Terms]:
         fake = self.run_G(z, mask_onehot, real)
         fm_on = self.cfg.fm_weight > 0
         if fm_on:
@@ -266,7 +276,9 @@ class HingeLoss(GANLoss):
 # ---------------------------------------------------------------------------------------------
 # terms
 # ---------------------------------------------------------------------------------------------
-def gradient_penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def gradient_penalty(
+    D: nn.Module, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """mean over the batch of (‖∇_x̂ D(x̂)‖₂ - 1)², x̂ = ε·real + (1 - ε)·fake, ε ~ U[0, 1] per sample."""
     eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype, generator=generator)
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)

@@ -45,7 +45,9 @@ def width(filters: int, resolution: int, r: int) -> int:
 
 
 def _block(conv: nn.Module, norm_name: str, act_name: str, channels: int, knob: str) -> nn.Sequential:
-    return nn.Sequential(conv, norm(norm_name, channels, f"model.{knob}_norm"), activation(act_name, f"model.{knob}_activation"))
+    return nn.Sequential(
+        conv, norm(norm_name, channels, f"model.{knob}_norm"), activation(act_name, f"model.{knob}_activation")
+    )
 
 
 class DCGANGenerator(nn.Module):
@@ -62,11 +64,15 @@ class DCGANGenerator(nn.Module):
         layers = []
         r = START
         c = width(cfg.g_filters, resolution, r)
-        layers.append(_block(nn.ConvTranspose2d(self.z_dim, c, START, 1, 0, bias=bias), cfg.g_norm, cfg.g_activation, c, "g"))
+        layers.append(
+            _block(nn.ConvTranspose2d(self.z_dim, c, START, 1, 0, bias=bias), cfg.g_norm, cfg.g_activation, c, "g")
+        )
         for _ in range(steps - 1):
             r *= 2
             c_out = width(cfg.g_filters, resolution, r)
-            layers.append(_block(nn.ConvTranspose2d(c, c_out, 4, 2, 1, bias=bias), cfg.g_norm, cfg.g_activation, c_out, "g"))
+            layers.append(
+                _block(nn.ConvTranspose2d(c, c_out, 4, 2, 1, bias=bias), cfg.g_norm, cfg.g_activation, c_out, "g")
+            )
             c = c_out
         self.body = nn.Sequential(*layers)
         self.to_joint = nn.ConvTranspose2d(c, channels + num_labels, 4, 2, 1)
@@ -91,7 +97,11 @@ class DCGANDiscriminator(nn.Module):
         r = resolution // 2
         c = width(cfg.d_filters, resolution, r)
         # no norm on the input layer (DCGAN): normalising raw pixels + one-hot would erase their statistics
-        blocks = [nn.Sequential(nn.Conv2d(channels + num_labels, c, 4, 2, 1), activation(cfg.d_activation, "model.d_activation"))]
+        blocks = [
+            nn.Sequential(
+                nn.Conv2d(channels + num_labels, c, 4, 2, 1), activation(cfg.d_activation, "model.d_activation")
+            )
+        ]
         for _ in range(steps - 1):
             r //= 2
             c_out = width(cfg.d_filters, resolution, r)
@@ -136,6 +146,13 @@ GANS.register("wgan-gp")(
     GANSpec(
         model="dcgan",
         loss="wgan-gp",
-        overrides={"loss.n_critic": 5, "loss.gp_weight": 10.0, "model.d_norm": "instance", "lr": 1e-4, "beta1": 0.0, "beta2": 0.9},
+        overrides={
+            "loss.n_critic": 5,
+            "loss.gp_weight": 10.0,
+            "model.d_norm": "instance",
+            "lr": 1e-4,
+            "beta1": 0.0,
+            "beta2": 0.9,
+        },
     )
 )

@@ -7,7 +7,7 @@ branching on strings, and a new value is one decorated function. The names match
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -61,7 +61,7 @@ class VGGFeatures(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "VGGFeatures":
+    def train(self, mode: bool = True) -> VGGFeatures:
         return super().train(False)  # a fixed feature space: never leave eval mode
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
@@ -98,7 +98,9 @@ def load_vgg(features: str = "vgg16") -> VGGFeatures:
     state = torch.load(path, map_location="cpu", weights_only=True)
     trunk = _vgg16_trunk()
     prefix = "features."
-    wanted = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and int(k.split(".")[1]) < len(trunk)}
+    wanted = {
+        k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and int(k.split(".")[1]) < len(trunk)
+    }
     try:
         trunk.load_state_dict(wanted, strict=True)
     except RuntimeError as e:
