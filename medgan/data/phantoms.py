@@ -26,8 +26,9 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -98,8 +99,21 @@ def _split_counts(n: int) -> tuple[int, int]:
     return n_train, n - n_train
 
 
-def _progress(total: int, dataset: str, progress: bool) -> tqdm:
-    return tqdm(total=total, desc=f"phantom {dataset}", unit="case", disable=None if progress else True)
+def _run_cases(dataset: str, jobs: list[tuple], work: Callable[..., None], progress: bool) -> None:
+    """Run ``work(*job)`` for every case, two at a time: numpy, zlib and Pillow release the GIL, and every case
+    has its own random stream, so the files do not depend on the order in which the threads finish."""
+    workers = max(1, min(2, os.cpu_count() or 1, len(jobs)))
+    with tqdm(total=len(jobs), desc=f"phantom {dataset}", unit="case", disable=None if progress else True) as bar:
+        with ThreadPoolExecutor(workers) as pool:
+            futures = [pool.submit(work, *job) for job in jobs]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+                    bar.update()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> np.ndarray:
@@ -110,7 +124,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], scale: float
     big = ndimage.zoom(field, zoom, order=3, mode="nearest")
     big = big[tuple(slice(0, s) for s in shape)]
     if big.shape != tuple(shape):  # zoom rounding: pad by edge
-        big = np.pad(big, [(0, s - b) for s, b in zip(shape, big.shape)], mode="edge")
+        big = np.pad(big, [(0, s - b) for s, b in zip(shape, big.shape, strict=True)], mode="edge")
     big -= big.mean()
     return big / (big.std() + 1e-12)
 
@@ -122,6 +136,44 @@ def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, a: float, b: fl
     u = (c * dx + s * dy) / max(a, 1e-6)
     v = (-s * dx + c * dy) / max(b, 1e-6)
     return np.sqrt(u * u + v * v)
+
+
+
+class _Grid:
+    """A regular 2-D grid in mm, arrays ``[rows=y, cols=x]``, that paints shapes inside their bounding box only."""
+
+    def __init__(self, xs: np.ndarray, ys: np.ndarray):
+        self.xs = xs.astype(np.float32)
+        self.ys = ys.astype(np.float32)
+        self.sp = float(xs[1] - xs[0])
+        self.shape = (len(ys), len(xs))
+        self.y, self.x = np.meshgrid(self.ys, self.xs, indexing="ij")
+
+    def box(self, cx: float, cy: float, r: float) -> tuple[slice, slice]:
+        c0 = max(0, math.floor((cx - r - self.xs[0]) / self.sp))
+        c1 = min(self.shape[1], math.ceil((cx + r - self.xs[0]) / self.sp) + 1)
+        r0 = max(0, math.floor((cy - r - self.ys[0]) / self.sp))
+        r1 = min(self.shape[0], math.ceil((cy + r - self.ys[0]) / self.sp) + 1)
+        return slice(r0, max(r0, r1)), slice(c0, max(c0, c1))
+
+    def ellipse(self, cx: float, cy: float, a: float, b: float, angle: float = 0.0) -> tuple[tuple[slice, slice], np.ndarray]:
+        """(window, normalised ellipse radius inside the window)."""
+        sl = self.box(cx, cy, max(a, b))
+        return sl, _ellipse(self.xs[sl[1]][None, :], self.ys[sl[0]][:, None], cx, cy, a, b, angle)
+
+    def mask(self, cx: float, cy: float, a: float, b: float | None = None, angle: float = 0.0) -> np.ndarray:
+        out = np.zeros(self.shape, bool)
+        sl, e = self.ellipse(cx, cy, a, a if b is None else b, angle)
+        out[sl] = e < 1
+        return out
+
+    def paint(self, img: np.ndarray, value: float, cx: float, cy: float, a: float, b: float | None = None,
+              angle: float = 0.0, where: np.ndarray | None = None) -> None:
+        sl, e = self.ellipse(cx, cy, a, a if b is None else b, angle)
+        m = e < 1
+        if where is not None:
+            m &= where[sl]
+        img[sl][m] = value
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -154,11 +206,12 @@ class _Heart:
         self.drift = (u(-6, 6), u(-6, 6))  # LV centre moves this much from apex to base (oblique long axis)
         self.harm = (u(0.03, 0.07), u(-np.pi, np.pi), u(0.0, 0.035), u(-np.pi, np.pi))
         self.thick_var = (u(0.04, 0.12), u(-np.pi, np.pi))
+        self.fat_phase = u(-np.pi, np.pi, size=3)
         self.rv_angle = u(-0.25, 0.1)
         self.rv_start = u(0.12, 0.32)  # apical slices below this have no RV
         # MINF: a thinned, akinetic sector of the wall (the infarct).
         self.scar = (u(-np.pi, np.pi), u(0.5, 0.9)) if group == "MINF" else None
-        self.papillary = (u(0.3, 0.7), u(3.4, 4.2))  # angles of the two papillary muscles (lateral side)
+        self.papillary = (u(-0.9, -0.4), u(1.4, 2.0))  # anterolateral and posteromedial papillary muscles
         # Radius ratio ES/ED from the ejection fraction (volume ~ area x length, ~10 % long-axis shortening).
         self.k = math.sqrt((1 - self.ef) / (1 - 0.1 * self.ef))
 
@@ -166,32 +219,38 @@ class _Heart:
         """LV radius factor along the long axis: a half-ellipsoid, 1 at the base (u=1), small at the apex (u=0)."""
         return math.sqrt(max(0.0, 1.0 - ((u - 1.0) / 1.06) ** 2))
 
-    def scar_weight(self, theta: np.ndarray) -> np.ndarray:
-        if self.scar is None:
-            return np.zeros_like(theta)
-        d = np.angle(np.exp(1j * (theta - self.scar[0])))
-        return np.clip(1.5 - np.abs(d) / self.scar[1] * 1.5, 0, 1)
-
-    def render(self, x: np.ndarray, y: np.ndarray, u: float, phase: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Labels ``[X, Y]`` (0 bg, 1 RV, 2 MYO, 3 LV), the heart's outer region incl. RV wall, and the papillary mask."""
+    def geometry(self, x: np.ndarray, y: np.ndarray, u: float) -> dict:
+        """Everything about slice ``u`` (0 apex .. 1 base) that does not change over the cycle."""
         f = self.profile(u)
         cx = self.center[0] + self.drift[0] * (u - 0.5)
         cy = self.center[1] + self.drift[1] * (u - 0.5)
         dx, dy = x - cx, y - cy
-        rho = np.hypot(dx, dy)
         theta = np.arctan2(dy, dx)
         a2, p2, a3, p3 = self.harm
         shape = 1 + a2 * np.cos(2 * (theta - p2)) + a3 * np.cos(3 * (theta - p3))
-        w = self.scar_weight(theta)
-        r_ed = self.r_ed * f * shape
+        if self.scar is None:
+            w = np.zeros_like(theta)
+        else:
+            d = np.angle(np.exp(1j * (theta - self.scar[0])))
+            w = np.clip(1.5 - np.abs(d) / self.scar[1] * 1.5, 0, 1)
         tv, tp = self.thick_var
+        r_ed = self.r_ed * f * shape
         thick = self.thick * (0.7 + 0.3 * f) * (1 + tv * np.cos(theta - tp)) * (1 - 0.6 * w)
-        r_endo = r_ed * (1 - phase * (1 - self.k) * (1 - w))  # the scar does not move (akinetic)
-        r_epi = np.sqrt(r_endo**2 + (r_ed + thick) ** 2 - r_ed**2)  # the wall keeps its area: thicker at ES
+        p1, p2_, p3_ = self.fat_phase
+        fat = np.clip(0.5 + 0.5 * np.cos(theta - p1) + 0.3 * np.cos(2 * theta - p2_) + 0.3 * np.cos(3 * theta - p3_), 0, 1)
+        return {"u": u, "f": f, "cx": cx, "cy": cy, "rho": np.hypot(dx, dy), "r_ed": r_ed, "thick": thick,
+                "move": (1 - self.k) * (1 - w), "fat": fat}  # the scar does not move (akinetic)
+
+    def render(self, g: dict, x: np.ndarray, y: np.ndarray, phase: float) -> tuple[np.ndarray, ...]:
+        """(labels 0 bg/1 RV/2 MYO/3 LV, heart incl. RV wall, papillary muscles, epicardial fat weight)."""
+        u, f, cx, cy, rho = g["u"], g["f"], g["cx"], g["cy"], g["rho"]
+        r_endo = g["r_ed"] * (1 - phase * g["move"])
+        r_epi = np.sqrt(r_endo**2 + (g["r_ed"] + g["thick"]) ** 2 - g["r_ed"] ** 2)  # the wall keeps its area
         labels = np.zeros(x.shape, np.uint8)
         myo = rho < r_epi
         labels[myo] = 2
         labels[rho < r_endo] = 3
+        fat = (rho < r_epi + 3.0) & ~myo
         # Papillary muscles: myocardium-like signal inside the cavity, labelled LV as in ACDC.
         pap = np.zeros(x.shape, bool)
         if 0.3 < u < 0.9:
@@ -208,19 +267,21 @@ class _Heart:
             b = r_out * 1.15 * self.rv_scale * (0.6 + 0.4 * fr)
             a_t = a * (1 - 0.85 * self.rv_ef * phase)  # the free wall moves toward the septum
             b_t = b * (1 - 0.15 * self.rv_ef * phase)
-            right = cx - 0.45 * r_out  # the ellipse's septal extreme stays put
-            ex, ey = right - a_t, cy - 0.12 * b
-            inside = _ellipse(x, y, ex, ey, a_t, b_t, self.rv_angle)
-            rv = (inside < 1) & ~myo
+            ex, ey = cx - 0.45 * r_out - a_t, cy - 0.12 * b  # the ellipse's septal extreme stays put
+            e = _ellipse(x, y, ex, ey, a_t, b_t, self.rv_angle)
+            rv = (e < 1) & ~myo
             labels[rv] = 1
-            wall = (_ellipse(x, y, ex, ey, a_t + 3.0, b_t + 3.0, self.rv_angle) < 1) & ~rv & ~myo
+            wall = (e < 1 + 3.0 / a_t) & ~rv & ~myo
             heart |= rv | wall
-        return labels, heart, pap
+            fat |= (e < 1 + 6.0 / a_t) & ~heart
+        fat &= ~heart
+        return labels, heart, pap, np.where(fat, g["fat"], 0.0)
 
 
-def _acdc_background(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, heart: _Heart, nz: int) -> list[np.ndarray]:
+def _acdc_background(rng: np.random.Generator, grid: _Grid, heart: _Heart, nz: int) -> list[np.ndarray]:
     """Per-slice MR signal of everything but the heart: body, fat, chest wall, lungs, liver, spine, aorta."""
     u = rng.uniform
+    x, y = grid.x, grid.y
     hx, hy = heart.center
     bx, by = hx - u(15, 30), hy + u(35, 55)
     ba, bb, bang = u(150, 185), u(105, 130), u(-0.1, 0.1)
@@ -228,32 +289,32 @@ def _acdc_background(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, hea
     lungs = [(hx - u(80, 95), hy + u(0, 20), u(50, 62), u(70, 85), u(-0.3, 0.3)),
              (hx + u(70, 85), hy + u(5, 25), u(45, 55), u(70, 85), u(-0.3, 0.3))]
     spine = (bx + u(-5, 5), by + bb - u(40, 50))
-    tex = _smooth_noise(rng, x.shape, 12.0)
+    tex = _smooth_noise(rng, grid.shape, 12.0 / grid.sp)
+    lung_tex = _smooth_noise(rng, grid.shape, 6.0 / grid.sp)
+    body = _ellipse(x, y, bx, by, ba, bb, bang)
+    inner = _ellipse(x, y, bx, by, ba - fat_t, bb - fat_t, bang) < 1
+    thorax = _ellipse(x, y, bx, by, ba - fat_t - mus_t, bb - fat_t - mus_t, bang) < 1
     out = []
     for z in range(nz):
         uz = (z + 0.5) / nz
-        img = np.full(x.shape, 8.0)  # air
-        body = _ellipse(x, y, bx, by, ba, bb, bang)
+        img = np.full(grid.shape, 8.0, np.float32)  # air
         img[body < 1] = 900.0  # subcutaneous fat, bright in bSSFP
-        inner = _ellipse(x, y, bx, by, ba - fat_t, bb - fat_t, bang) < 1
         img[inner] = 230.0  # chest-wall muscle
-        thorax = _ellipse(x, y, bx, by, ba - fat_t - mus_t, bb - fat_t - mus_t, bang) < 1
         img[thorax] = 330.0  # mediastinum / soft tissue
         r_heart = (heart.r_ed + heart.thick) * (0.75 + 0.25 * heart.profile(uz))
         for lx, ly, la, lb, lang in lungs:
             lung = thorax & (_ellipse(x, y, lx, ly, la * (0.85 + 0.15 * uz), lb, lang) < 1)
             lung &= np.hypot(x - hx - 10, y - hy) > r_heart * 1.9  # the heart and RV sit between the lungs
-            img[lung] = 35.0
+            img[lung] = 30.0 + 12.0 * lung_tex[lung]
         if uz < 0.4:  # apical slices cut through the liver under the diaphragm
             g = (0.4 - uz) / 0.4
-            liver = thorax & (_ellipse(x, y, hx - 55, hy + 85, 95 * g + 20, 60 * g + 10, 0.3) < 1)
-            img[liver] = 210.0
+            grid.paint(img, 210.0, hx - 55, hy + 85, 95 * g + 20, 60 * g + 10, 0.3, where=thorax)
         sx, sy = spine
-        img[np.hypot(x - sx, y - sy) < 17] = 120.0  # cortical bone: dark
-        img[np.hypot(x - sx, y - sy) < 14] = 380.0  # marrow
-        img[np.hypot(x - sx, y - sy - 27) < 7] = 850.0  # CSF: bright
-        img[np.hypot(x - sx - 24, y - sy + 28) < 11] = 780.0  # descending aorta
-        img[_ellipse(x, y, bx, by - bb + fat_t + 10, 14, 7) < 1] = 420.0  # sternum
+        grid.paint(img, 120.0, sx, sy, 17)  # cortical bone: dark
+        grid.paint(img, 380.0, sx, sy, 14)  # marrow
+        grid.paint(img, 850.0, sx, sy + 27, 7)  # CSF: bright
+        grid.paint(img, 780.0, sx + 24, sy - 28, 11)  # descending aorta
+        grid.paint(img, 420.0, bx, by - bb + fat_t + 10, 14, 7)  # sternum
         out.append(img * (1 + 0.07 * tex))
     return out
 
@@ -267,50 +328,44 @@ def _acdc_patient(rng: np.random.Generator, group: str) -> dict:
     n_frames = int(rng.integers(12, 31))
     es = int(np.clip(round(n_frames * u(0.3, 0.42)) + 1, 3, n_frames - 1))
     heart = _Heart(rng, group)
-    xs = (np.arange(nx) - (nx - 1) / 2) * sp
-    ys = (np.arange(ny) - (ny - 1) / 2) * sp
-    x, y = np.meshgrid(xs, ys, indexing="ij")  # [X, Y] like the NIfTI array
-    background = _acdc_background(rng, x, y, heart, nz)
+    grid = _Grid((np.arange(nx) - (nx - 1) / 2) * sp, (np.arange(ny) - (ny - 1) / 2) * sp)
+    x, y = grid.x, grid.y
+    background = _acdc_background(rng, grid, heart, nz)
     blood_lv, blood_rv, myo_sig, fat_sig = u(780, 900), u(700, 840), u(230, 300), u(650, 820)
     # Phase through the cycle: ED (frame 1) -> ES (frame `es`) -> back toward ED.
     t = np.arange(n_frames)
     e = es - 1
     phase = np.where(t <= e, 0.5 * (1 - np.cos(np.pi * t / e)), 0.5 * (1 + np.cos(np.pi * (t - e) / (n_frames - e))))
-    cine = np.empty((nx, ny, nz, n_frames), np.float32)
-    gt = {}
-    for ti, p in enumerate(phase):
-        want_gt = ti in (0, e)
-        labs = np.zeros((nx, ny, nz), np.uint8) if want_gt else None
-        for z in range(nz):
-            uz = (z + 0.5) / nz
-            labels, outer, pap = heart.render(x, y, uz, float(p))
+    cine = np.empty((n_frames, nz, ny, nx), np.float32)  # [T, Z, Y, X]; NIfTI wants [X, Y, Z, T]
+    gt = {0: np.zeros((nz, ny, nx), np.uint8), e: np.zeros((nz, ny, nx), np.uint8)}
+    for z in range(nz):
+        geo = heart.geometry(x, y, (z + 0.5) / nz)
+        for ti, p in enumerate(phase):
+            labels, outer, pap, fat = heart.render(geo, x, y, float(p))
             img = background[z].copy()
-            # Epicardial fat: a patchy bright rim just outside the heart.
-            grown = ndimage.binary_dilation(outer, iterations=max(1, round(2.5 / sp)))
-            img[grown & ~outer] = fat_sig * 0.8 + 0.2 * img[grown & ~outer]
+            img += fat * (fat_sig - img)  # patchy epicardial fat just outside the heart
             img[outer] = myo_sig
             img[labels == 1] = blood_rv
             img[labels == 3] = blood_lv
             img[pap] = myo_sig
-            cine[:, :, z, ti] = img
-            if want_gt:
-                labs[:, :, z] = labels
-        if want_gt:
-            gt[ti] = labs
+            cine[ti, z] = img
+            if ti in gt:
+                gt[ti][z] = labels
     # Acquisition: partial volume blur, coil bias field, gain, Rician noise.
-    cine = ndimage.gaussian_filter(cine, sigma=(0.7, 0.7, 0, 0))
-    xn, yn = x / np.abs(xs).max(), y / np.abs(ys).max()
+    cine = ndimage.gaussian_filter(cine, sigma=(0, 0, 0.7, 0.7))
+    xn, yn = x / np.abs(grid.xs).max(), y / np.abs(grid.ys).max()
     c1, c2, c3 = u(-0.35, 0.35), u(-0.45, -0.05), u(-0.5, -0.1)
     bias = np.exp(c1 * xn + c2 * yn + c3 * (xn**2 + yn**2)).astype(np.float32)
     bias /= bias[np.hypot(x - heart.center[0], y - heart.center[1]) < 40].mean()
-    cine *= (bias * u(0.85, 1.1))[:, :, None, None]
-    sigma = u(10, 22)
+    cine *= bias * np.float32(u(0.85, 1.1))
+    sigma = np.float32(u(10, 22))
     n1 = rng.standard_normal(cine.shape, dtype=np.float32)
     n2 = rng.standard_normal(cine.shape, dtype=np.float32)
     cine = np.sqrt((cine + sigma * n1) ** 2 + (sigma * n2) ** 2)
     cine = np.clip(np.rint(cine), 0, 32767).astype(np.int16)
     return {
-        "cine": cine, "gt_ed": gt[0], "gt_es": gt[e], "es": es, "n_frames": n_frames, "group": group,
+        "cine": cine.transpose(3, 2, 1, 0), "gt_ed": gt[0].transpose(2, 1, 0), "gt_es": gt[e].transpose(2, 1, 0),
+        "es": es, "n_frames": n_frames, "group": group,
         "spacing": (sp, sp, dz), "dt": round(u(800, 1100) / n_frames, 2),
         "height": float(round(u(150, 195))), "weight": float(round(u(50, 110))),
     }
@@ -337,7 +392,7 @@ def _write_acdc_patient(folder: Path, name: str, case: dict) -> None:
     sp = case["spacing"]
     cine = case["cine"]
     for frame, gt in ((1, case["gt_ed"]), (es, case["gt_es"])):
-        _save_nifti(folder / f"{name}_frame{frame:02d}.nii.gz", np.ascontiguousarray(cine[..., frame - 1]), sp)
+        _save_nifti(folder / f"{name}_frame{frame:02d}.nii.gz", cine[..., frame - 1], sp)
         _save_nifti(folder / f"{name}_frame{frame:02d}_gt.nii.gz", gt, sp)
     _save_nifti(folder / f"{name}_4d.nii.gz", cine, (*sp, case["dt"]))
 
@@ -348,12 +403,13 @@ def write_acdc(out: Path, n: int, seed: int, *, progress: bool = True) -> None:
     n_train, n_test = _split_counts(n)
     jobs = [("training", 1 + i, ACDC_GROUPS[i % 5]) for i in range(n_train)]
     jobs += [("testing", 101 + i, ACDC_GROUPS[i % 5]) for i in range(n_test)]
-    with _progress(n, "acdc", progress) as bar:
-        for split, number, group in jobs:
-            name = f"patient{number:03d}"
-            case = _acdc_patient(_rng(seed, "acdc", number), group)
-            _write_acdc_patient(out / "database" / split / name, name, case)
-            bar.update()
+
+    def work(split: str, number: int, group: str) -> None:
+        name = f"patient{number:03d}"
+        case = _acdc_patient(_rng(seed, "acdc", number), group)
+        _write_acdc_patient(out / "database" / split / name, name, case)
+
+    _run_cases("acdc", jobs, work, progress)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -395,10 +451,10 @@ class _Tube:
     def __init__(self, x0: float, y0: float, dxdz: float, dydz: float, r: float, z0: float, z1: float):
         self.x0, self.y0, self.dxdz, self.dydz, self.r, self.z0, self.z1 = x0, y0, dxdz, dydz, r, z0, z1
 
-    def mask(self, x: np.ndarray, y: np.ndarray, zmm: float) -> np.ndarray | None:
+    def at(self, zmm: float) -> tuple[float, float] | None:
         if not self.z0 <= zmm <= self.z1:
             return None
-        return np.hypot(x - self.x0 - self.dxdz * zmm, y - self.y0 - self.dydz * zmm) < self.r
+        return self.x0 + self.dxdz * zmm, self.y0 + self.dydz * zmm
 
 
 def _sliver_volume(rng: np.random.Generator, matrix: int) -> dict:
@@ -408,42 +464,48 @@ def _sliver_volume(rng: np.random.Generator, matrix: int) -> dict:
     dz = round(u(2.5, 5.0) if matrix < 384 else u(1.0, 3.0), 1)
     half = (matrix - 1) / 2
     coords = (np.arange(matrix) - half) * sp
-    y, x = np.meshgrid(coords, coords, indexing="ij")  # [Y, X]: rows y (anterior at the top), columns x
-    zmm_all = np.arange(nz) * dz
-    zext = zmm_all[-1]
+    grid = _Grid(coords, coords)  # rows y (anterior at the top), columns x (patient right on the image left)
+    x, y = grid.x, grid.y
+    zext = (nz - 1) * dz
     # Torso and fixed structures (mm, relative to the FOV centre).
     ty = u(-5, 15)
     ta, tb = u(140, 170), u(100, 125)
     fat_t, mus_t = u(10, 28), u(8, 13)
-    spine = (u(-4, 4), ty + tb - u(45, 55))
-    aorta = (spine[0] + u(10, 22), spine[1] - u(28, 34), u(9, 12), u(150, 200))
-    ivc = (spine[0] - u(22, 32), spine[1] - u(30, 38), u(9, 13), u(110, 140))
+    inner_a, inner_b = ta - fat_t - mus_t, tb - fat_t - mus_t
+    body = _ellipse(x, y, 0, ty, ta, tb) < 1
+    wall = _ellipse(x, y, 0, ty, ta - fat_t, tb - fat_t) < 1
+    inner_e = _ellipse(x, y, 0, ty, inner_a, inner_b)
+    inner = inner_e < 1
+    sx, sy = u(-4, 4), ty + tb - u(45, 55)  # vertebral body centre
+    aorta = (sx + u(10, 22), sy - u(28, 34), u(9, 12), u(150, 200))
+    ivc = (sx - u(22, 32), sy - u(30, 38), u(9, 13), u(110, 140))
     # Liver: a z-block (fraction of the volume), a wedge from the image-left wall tapering to the right.
-    lz0, lz1 = u(0.05, 0.2), u(0.78, 0.95)
+    lz0, lz1 = u(0.03, 0.15), u(0.85, 0.97)
     liver_hu = u(90, 140)
-    L, H = u(150, 195), u(115, 150)
+    L, H = u(175, 215), u(140, 175)
     y0, slope = ty + u(-5, 10), -u(0.15, 0.35)
-    kidney_r = (-u(60, 75), spine[1] - u(8, 16), u(0.0, 0.05), u(0.4, 0.5))
-    kidney_l = (u(60, 75), spine[1] - u(8, 16), u(0.08, 0.15), u(0.5, 0.6))
-    spleen = (u(70, 90), spine[1] - u(25, 45), u(0.5, 0.6), u(0.9, 1.0))
+    kidney_r = (-u(60, 75), sy - u(8, 16), u(0.0, 0.05), u(0.4, 0.5))
+    kidney_l = (u(60, 75), sy - u(8, 16), u(0.08, 0.15), u(0.5, 0.6))
+    spleen = (u(70, 90), sy - u(25, 45), u(0.5, 0.6), u(0.9, 1.0))
     stomach = (u(30, 60), ty - u(25, 45), u(0.5, 0.62), u(0.9, 1.0))
-    gall = (u(0.25, 0.45), u(0.35, 0.5))  # along the liver's width, z fraction
+    gall = (u(0.25, 0.45), u(0.35, 0.5))  # position along the liver's width, z fraction
     bowel = [_Tube(u(-90, 90), ty + u(-60, 20), u(-0.3, 0.3), u(-0.2, 0.2), u(7, 16), 0.0, u(0.3, 0.6) * zext)
              for _ in range(int(rng.integers(6, 12)))]
     bowel_fill = [float(rng.choice([-900.0, 15.0, 60.0])) for _ in bowel]
     rib_angles = np.sort(u(-np.pi, np.pi, size=int(rng.integers(9, 14))))
-    fields = [_smooth_noise(rng, (matrix, matrix), 40.0 / sp * s) for s in (1.0, 0.4)]
+    fields = [_smooth_noise(rng, grid.shape, 40.0 / sp * s).astype(np.float32) for s in (1.0, 0.4)]
+
     def zfield(z: int) -> np.ndarray:  # smooth deformation field, varying slowly along z
         a = 0.5 + 0.5 * math.cos(2 * math.pi * z * dz / 120.0)
         return a * fields[0] + (1 - a) * fields[1]
 
-    inner_a, inner_b = ta - fat_t - mus_t, tb - fat_t - mus_t
-    liver = np.zeros((nz, matrix, matrix), bool)
+    wall_score = (1 - _ellipse(x, y, 0, ty, inner_a - 2, inner_b - 2)) * 6
+    liver = np.zeros((nz, *grid.shape), bool)
     for z in range(nz):
         zn = (z / max(1, nz - 1) - lz0) / (lz1 - lz0)
         if not 0 < zn < 1:
             continue
-        s = math.sin(math.pi * zn**1.6) ** 0.6  # long taper caudally, rounded dome cranially
+        s = math.sin(math.pi * zn**1.6) ** 0.45  # long taper caudally, rounded dome cranially
         left_lobe = float(np.clip((zn - 0.35) / 0.35, 0, 1))
         x_min = -inner_a
         x_tip = x_min + L * s * (0.45 + 0.55 * left_lobe)
@@ -451,115 +513,107 @@ def _sliver_volume(rng: np.random.Generator, matrix: int) -> dict:
         h = H * (0.3 + 0.7 * s) * frac**0.6
         yc = y0 + slope * (x - x_min)
         score = np.minimum(1 - np.abs(y - yc) / np.maximum(h / 2, 1e-3), (x_tip - x) / 25.0)
-        score = np.minimum(score, (1 - _ellipse(x, y, 0, ty, inner_a - 2, inner_b - 2)) * 6)
-        liver[z] = score + 0.12 * zfield(z) > 0
-    # Keep the liver off the spine, the vena cava and the right kidney.
+        liver[z] = np.minimum(score, wall_score) + 0.12 * zfield(z) > 0
     tumours = []
     lz_idx = np.flatnonzero(liver.any(axis=(1, 2)))
     for _ in range(int(rng.integers(1, 3))):
         zc = int(lz_idx[int(len(lz_idx) * u(0.35, 0.75))])
-        iy, ix = np.nonzero(ndimage.binary_erosion(liver[zc], iterations=max(1, round(12 / sp))))
+        core = ndimage.distance_transform_edt(liver[zc]) * sp > 14
+        iy, ix = np.nonzero(core)
         if len(iy) == 0:
             continue
         k = int(rng.integers(len(iy)))
-        tumours.append((x[0, ix[k]], y[iy[k], 0], zc * dz, u(8, 24), u(20, 70)))
-    vessels = [_Tube(-inner_a + u(25, 90), y0 + u(-35, 25), u(-0.25, 0.25), u(-0.25, 0.25), u(2.5, 6.0),
-                     0.0, zext) for _ in range(int(rng.integers(5, 9)))]
+        tumours.append((float(grid.xs[ix[k]]), float(grid.ys[iy[k]]), zc * dz, u(8, 24), u(20, 70)))
+    vessels = [_Tube(-inner_a + u(25, 90), y0 + u(-35, 25), u(-0.25, 0.25), u(-0.25, 0.25), u(2.5, 6.0), 0.0, zext)
+               for _ in range(int(rng.integers(5, 9)))]
     vessel_hu = liver_hu + u(40, 80)
     noise_sd = u(10, 20)
-    ct = np.empty((nz, matrix, matrix), np.int16)
-    seg = np.zeros((nz, matrix, matrix), np.uint8)
+    ct = np.empty((nz, *grid.shape), np.int16)
+    seg = np.zeros((nz, *grid.shape), np.uint8)
     scan = np.hypot(x, y) < half * sp
+    table = (np.abs(y - (ty + tb + 12) - 0.0006 * x**2) < 3) & (np.abs(x) < 180)
+    base = np.full(grid.shape, -1000.0, np.float32)
+    base[body] = -100.0
+    base[wall] = 50.0
     for z in range(nz):
         zmm = z * dz
         zf = z / max(1, nz - 1)
-        img = np.full(x.shape, -1000.0)
-        body = _ellipse(x, y, 0, ty, ta, tb) < 1
-        img[body] = -100.0
-        wall = _ellipse(x, y, 0, ty, ta - fat_t, tb - fat_t) < 1
-        img[wall] = 50.0
-        inner = _ellipse(x, y, 0, ty, inner_a, inner_b) < 1
+        img = base.copy()
         fz = zfield(z)
         img[inner] = np.where(fz[inner] > 0.7, 35.0, -90.0)  # visceral fat with mesenteric strands
         # Ribs: oblique, so they appear at z-dependent angles in the muscle layer.
         if zf > 0.3:
             for ang in rib_angles + 0.6 * zf:
-                if math.sin(ang) > 0.6:  # no ribs over the anterior midline or
+                if math.sin(ang) > 0.6:  # none over the anterior midline
                     continue
                 rx, ry = (ta - fat_t - mus_t / 2) * math.cos(ang), ty + (tb - fat_t - mus_t / 2) * math.sin(ang)
-                img[_ellipse(x, y, rx, ry, 7, 4.5, ang + np.pi / 2) < 1] = 650.0
-                img[_ellipse(x, y, rx, ry, 4.5, 2.5, ang + np.pi / 2) < 1] = 250.0
-        # Lung bases above the liver's dome.
-        if zf > 0.75:
+                grid.paint(img, 650.0, rx, ry, 7, 4.5, ang + np.pi / 2)
+                grid.paint(img, 250.0, rx, ry, 4.5, 2.5, ang + np.pi / 2)
+        if zf > 0.75:  # lung bases around the liver's dome
             g = (zf - 0.75) / 0.25
             for side in (-1, 1):
-                lung = inner & (_ellipse(x, y, side * 75, spine[1] - 30, 55 * g + 5, 45 * g + 5) < 1)
-                img[lung] = -850.0
+                grid.paint(img, -850.0, side * 75, sy - 30, 55 * g + 5, 45 * g + 5, where=inner)
         # Paraspinal muscles, psoas, spine.
-        sx, sy = spine
         for side in (-1, 1):
-            img[_ellipse(x, y, sx + side * 30, sy + 38, 24, 18) < 1] = 55.0
+            grid.paint(img, 55.0, sx + side * 30, sy + 38, 24, 18)
             if zf < 0.45:
-                img[_ellipse(x, y, sx + side * 38, sy - 8, 14 * (1 - zf), 12 * (1 - zf) + 3) < 1] = 50.0
-        img[np.hypot(x - sx, y - sy) < 19] = 850.0
-        img[np.hypot(x - sx, y - sy) < 16] = 260.0
-        img[np.hypot(x - sx, y - sy - 27) < 8] = 20.0
-        img[_ellipse(x, y, sx, sy + 44, 5, 12) < 1] = 700.0
-        # Kidneys (cortex + medulla), spleen, stomach with an air-fluid level.
+                grid.paint(img, 50.0, sx + side * 38, sy - 8, 14 * (1 - zf), 12 * (1 - zf) + 3)
+        grid.paint(img, 850.0, sx, sy, 19)
+        grid.paint(img, 260.0, sx, sy, 16)
+        grid.paint(img, 20.0, sx, sy + 27, 8)
+        grid.paint(img, 700.0, sx, sy + 44, 5, 12)
+        # Kidneys (cortex + medulla), spleen, stomach with an air-fluid level, bowel loops.
         for kx, ky, k0, k1 in (kidney_r, kidney_l):
             if k0 <= zf <= k1:
                 g = math.sin(math.pi * (zf - k0) / (k1 - k0)) ** 0.5
-                img[_ellipse(x, y, kx, ky, 28 * g + 2, 38 * g + 2, 0.5 * np.sign(kx)) < 1] = 180.0
-                img[_ellipse(x, y, kx, ky, 14 * g + 1, 22 * g + 1, 0.5 * np.sign(kx)) < 1] = 110.0
+                grid.paint(img, 180.0, kx, ky, 28 * g + 2, 38 * g + 2, 0.5 * np.sign(kx))
+                grid.paint(img, 110.0, kx, ky, 14 * g + 1, 22 * g + 1, 0.5 * np.sign(kx))
         spx, spy, sp0, sp1 = spleen
         if sp0 <= zf <= sp1:
             g = math.sin(math.pi * (zf - sp0) / (sp1 - sp0)) ** 0.5
-            img[inner & (_ellipse(x, y, spx, spy, 32 * g + 2, 55 * g + 2, -0.6) < 1)] = liver_hu - u(5, 20)
+            grid.paint(img, liver_hu - 12, spx, spy, 32 * g + 2, 55 * g + 2, -0.6, where=inner)
         stx, sty, st0, st1 = stomach
         if st0 <= zf <= st1:
             g = math.sin(math.pi * (zf - st0) / (st1 - st0)) ** 0.5
-            st = _ellipse(x, y, stx, sty, 45 * g + 2, 32 * g + 2, 0.3)
-            img[st < 1.12] = 45.0
-            img[st < 1] = np.where(y[st < 1] < sty - 10 * g, -950.0, 15.0)
-        for tube, fill in zip(bowel, bowel_fill):
-            m = tube.mask(x, y, zmm)
-            if m is not None:
-                m &= inner
-                img[ndimage.binary_dilation(m, iterations=2) & inner] = 40.0
-                img[m] = fill
+            grid.paint(img, 45.0, stx, sty, 45 * g + 6, 32 * g + 6, 0.3)
+            grid.paint(img, 15.0, stx, sty, 45 * g + 2, 32 * g + 2, 0.3)
+            grid.paint(img, -950.0, stx, sty, 45 * g + 2, 32 * g + 2, 0.3, where=y < sty - 10 * g)
+        for tube, fill in zip(bowel, bowel_fill, strict=True):
+            c = tube.at(zmm)
+            if c is not None:
+                grid.paint(img, 40.0, *c, tube.r + 2.5, where=inner)
+                grid.paint(img, fill, *c, tube.r, where=inner)
         # Liver with hepatic/portal vessels and hypodense tumours (all part of the liver mask).
-        lv = liver[z] & ~(np.hypot(x - sx, y - sy) < 24)
-        gx = -inner_a + (L * gall[0])
+        lv = liver[z] & ~grid.mask(sx, sy, 24)
+        gx = -inner_a + L * gall[0]
         if abs(zf - (lz0 + gall[1] * (lz1 - lz0))) < 0.08:
-            img[_ellipse(x, y, gx, y0 + slope * (gx + inner_a) - 15, 14, 20) < 1] = 10.0
-            lv &= ~(_ellipse(x, y, gx, y0 + slope * (gx + inner_a) - 15, 14, 20) < 1)
+            gb = grid.mask(gx, y0 + slope * (gx + inner_a) - 15, 14, 20)
+            img[gb] = 10.0
+            lv &= ~gb
         kx, ky, k0, k1 = kidney_r
         if k0 <= zf <= k1:
-            lv &= ~(_ellipse(x, y, kx, ky, 32, 42, -0.5) < 1)
+            lv &= ~grid.mask(kx, ky, 32, 42, -0.5)
+        ix_, iy_, ir, ihu = ivc
+        lv &= ~grid.mask(ix_, iy_, ir)
         img[lv] = liver_hu + 6 * fz[lv]
         for tube in vessels:
-            m = tube.mask(x, y, zmm)
-            if m is not None:
-                img[m & lv] = vessel_hu
+            c = tube.at(zmm)
+            if c is not None:
+                grid.paint(img, vessel_hu, *c, tube.r, where=lv)
         for tx, tyy, tz, tr, thu in tumours:
             rz2 = tr**2 - (zmm - tz) ** 2
             if rz2 > 0:
-                m = lv & (np.hypot(x - tx, y - tyy) < math.sqrt(rz2))
-                img[m] = thu
+                grid.paint(img, thu, tx, tyy, math.sqrt(rz2), where=lv)
         ax, ay, ar, ahu = aorta
-        img[np.hypot(x - ax, y - ay) < ar] = ahu
-        ix_, iy_, ir, ihu = ivc
-        img[np.hypot(x - ix_, y - iy_) < ir] = ihu
-        lv &= ~(np.hypot(x - ix_, y - iy_) < ir)
-        # CT table under the patient.
-        table_y = ty + tb + 12
-        img[(np.abs(y - table_y - 0.0006 * x**2) < 3) & (np.abs(x) < 180)] = 150.0
+        grid.paint(img, ahu, ax, ay, ar)
+        grid.paint(img, ihu, ix_, iy_, ir)
+        img[table] = 150.0  # CT table under the patient
         img = ndimage.gaussian_filter(img, 0.6)
-        img += ndimage.gaussian_filter(rng.standard_normal(img.shape), 0.6) * noise_sd * 2.13
+        img += ndimage.gaussian_filter(rng.standard_normal(grid.shape, dtype=np.float32), 0.6) * np.float32(noise_sd * 2.13)
         img[~scan] = -1024.0
         ct[z] = np.clip(np.rint(img), -1024, 3071).astype(np.int16)
         seg[z] = lv
-    return {"ct": ct, "seg": seg, "spacing": (sp, sp, dz), "offset": (-half * sp, -half * sp, -round(u(100, 400), 1))}
+    return {"ct": ct, "seg": seg, "spacing": (sp, sp, dz), "offset": (round(-half * sp, 2), round(-half * sp, 2), -round(u(100, 400), 1))}
 
 
 @PHANTOMS.register("sliver07")
@@ -567,12 +621,13 @@ def write_sliver07(out: Path, n: int, seed: int, *, progress: bool = True, matri
     """``out/liver-orig0NN.mhd/.raw`` (MET_SHORT, HU) and ``out/liver-seg0NN.mhd/.raw`` (MET_UCHAR), NN from 001."""
     if not 64 <= int(matrix) <= 1024:
         raise ValueError(f"sliver07 phantom: matrix must be in 64..1024, got {matrix}")
-    with _progress(n, "sliver07", progress) as bar:
-        for number in range(1, n + 1):
-            case = _sliver_volume(_rng(seed, "sliver07", number), int(matrix))
-            write_mhd(out / f"liver-orig{number:03d}.mhd", case["ct"], case["spacing"], case["offset"])
-            write_mhd(out / f"liver-seg{number:03d}.mhd", case["seg"], case["spacing"], case["offset"])
-            bar.update()
+
+    def work(number: int) -> None:
+        case = _sliver_volume(_rng(seed, "sliver07", number), int(matrix))
+        write_mhd(out / f"liver-orig{number:03d}.mhd", case["ct"], case["spacing"], case["offset"])
+        write_mhd(out / f"liver-seg{number:03d}.mhd", case["seg"], case["spacing"], case["offset"])
+
+    _run_cases("sliver07", [(number,) for number in range(1, n + 1)], work, progress)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -704,16 +759,17 @@ def write_idrid(out: Path, n: int, seed: int, *, progress: bool = True, width: i
         raise ValueError(f"idrid phantom: width x height must be within 64..8192 and landscape, got {width}x{height}")
     n_train, n_test = _split_counts(n)
     jobs = [("train", 1 + i) for i in range(n_train)] + [("test", 55 + i) for i in range(n_test)]
-    with _progress(n, "idrid", progress) as bar:
-        for split, number in jobs:
-            rgb, mask = _idrid_image(_rng(seed, "idrid", number), int(width), int(height))
-            img_dir = out.joinpath(*IDRID_IMAGES, IDRID_SPLITS[split])
-            mask_dir = out.joinpath(*IDRID_MASKS, IDRID_SPLITS[split], "5. Optic Disc")
-            img_dir.mkdir(parents=True, exist_ok=True)
-            mask_dir.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rgb).save(img_dir / f"IDRiD_{number:02d}.jpg", quality=90)
-            Image.fromarray(mask).save(mask_dir / f"IDRiD_{number:02d}_OD.tif", compression="tiff_lzw")
-            bar.update()
+    for split in IDRID_SPLITS.values():
+        out.joinpath(*IDRID_IMAGES, split).mkdir(parents=True, exist_ok=True)
+        out.joinpath(*IDRID_MASKS, split, "5. Optic Disc").mkdir(parents=True, exist_ok=True)
+
+    def work(split: str, number: int) -> None:
+        rgb, mask = _idrid_image(_rng(seed, "idrid", number), int(width), int(height))
+        Image.fromarray(rgb).save(out.joinpath(*IDRID_IMAGES, IDRID_SPLITS[split], f"IDRiD_{number:02d}.jpg"), quality=90)
+        Image.fromarray(mask).save(out.joinpath(*IDRID_MASKS, IDRID_SPLITS[split], "5. Optic Disc", f"IDRiD_{number:02d}_OD.tif"),
+                                   compression="tiff_lzw")
+
+    _run_cases("idrid", jobs, work, progress)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -798,7 +854,7 @@ def preview_phantom(dataset: str, raw_dir: str | os.PathLike, png_path: str | os
     fig, axes = plt.subplots(nrow, ncol, figsize=(3 * ncol, 3 * nrow), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (title, im) in zip(axes.flat, panels):
+    for ax, (title, im) in zip(axes.flat, panels, strict=False):
         ax.imshow(im, interpolation="nearest", aspect="equal")
         ax.set_title(title, fontsize=7)
     fig.suptitle(f"{dataset} phantom (not real data)", fontsize=10)
