@@ -18,6 +18,7 @@ Raw inputs are only ever opened for reading.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -485,11 +486,14 @@ def _open_image(path: Path):
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns before it fails on a cut-off file; the error says it all
             img = Image.open(f)
             img.load()
         return img
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        raise _err(path, "unreadable image file (Pillow does not recognise it as an image)") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise _err(path, f"unreadable image file ({e})") from None
 
 

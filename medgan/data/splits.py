@@ -6,7 +6,7 @@ file system. ``check_disjoint_splits`` (from ``prepared``) is the proof that no 
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -45,7 +45,7 @@ def stratified_pick(strata: Mapping[str, str], k: int, rng: np.random.Generator)
     for j in order[: k - int(take.sum())]:
         take[j] += 1
     picked = []
-    for g, t in zip(names, take):
+    for g, t in zip(names, take, strict=True):
         members = groups[g]
         picked += [members[j] for j in rng.permutation(len(members))[:t]]
     return sorted(picked)
