@@ -155,7 +155,8 @@ class GANLoss:
             "D_adv": _scalar(adv),
         }
         if self.allows_gp and self.cfg.gp_weight > 0:
-            gp = gradient_penalty(self.D, real, fake)
+            # double backward does not go through torch.compile: penalise the eager module it wraps
+            gp = gradient_penalty(getattr(self.D, "_orig_mod", self.D), real, fake)
             total = total + self.cfg.gp_weight * gp
             terms["D_gp"] = _scalar(gp)
         terms["D_total"] = _scalar(total)
@@ -253,7 +254,12 @@ class WGANLoss(_WassersteinLoss):
 
 @LOSSES.register("wgan-gp")
 class WGANGPLoss(_WassersteinLoss):
-    """Critic loss + gp_weight · (‖∇D(x̂)‖₂ - 1)² on random interpolates (Gulrajani et al.)."""
+    """Critic loss + gp_weight · (‖∇D(x̂)‖₂ - 1)² on random interpolates (Gulrajani et al.).
+
+    The penalty is per sample; batch norm in D couples the samples, so ``GANS["wgan-gp"]`` sets
+    ``model.d_norm=instance``. ``d_norm=batch`` still runs (Table 1 crosses the knobs) but is not the
+    penalty Gulrajani et al. analyse. ``gp_weight=0`` is an unclipped, unpenalised critic.
+    """
 
     name = "wgan-gp"
     allows_gp = True

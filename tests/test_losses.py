@@ -378,3 +378,22 @@ def test_vgg_term_in_g_loss_and_name():
         assert terms["G_vgg"].item() == pytest.approx(expected, rel=1e-5)
         assert total.item() == pytest.approx(terms["G_adv"].item() + 10.0 * expected, rel=1e-5)
     assert make("dcgan")[0].vgg_name is None
+
+
+def test_gradient_penalty_uses_the_eager_module_under_torch_compile():
+    """A compiled D cannot double-backward; the loss penalises the module it wraps (``_orig_mod``)."""
+
+    class CompiledLike(nn.Module):
+        def __init__(self, D):
+            super().__init__()
+            self._orig_mod = D
+
+        def forward(self, x, return_features=False):
+            with torch.no_grad():  # no graph to x: a gradient penalty through this wrapper would fail
+                return self._orig_mod(x, return_features)
+
+    w = torch.randn(C + K, S, S)
+    G = StubG(torch.randn(2, C + K, S, S))
+    loss = build_loss(LossConfig(name="wgan-gp", gp_weight=1.0), G, CompiledLike(LinearD(w)), channels=C, num_labels=K)
+    _, terms = loss.d_loss(torch.randn(2, C + K, S, S), torch.zeros(2, 3))
+    assert terms["D_gp"].item() == pytest.approx((w.norm().item() - 1) ** 2, rel=1e-5)
