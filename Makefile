@@ -20,7 +20,6 @@ EXECUTED_NB  := $(patsubst notebooks/%.ipynb,$(EXECUTED)/%.ipynb,$(NOTEBOOKS))
 DATASETS     := acdc sliver07 idrid
 PYTEST_ARGS  ?=
 
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
 .PHONY: help setup phantoms prepare notebooks book test test-unit test-notebooks bench clean distclean

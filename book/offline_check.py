@@ -1,4 +1,5 @@
-"""Make the built book fully offline and prove it: no page may load a script, style or font from the network.
+"""Make the built book fully offline and prove it: no page may load a script, style or font from the network,
+and every executed chapter shows at least one figure.
 
 jupyter-book 1.x always emits sphinx-thebe's ``THEBE_JS_URL`` constant (only fetched on a "live code"
 click, which this book disables); it is blanked so nothing in the HTML points at a CDN.
@@ -28,6 +29,9 @@ def main(html_dir: str) -> int:
         if fixed != text:
             page.write_text(fixed, encoding="utf-8")
         bad += [f"{page.relative_to(root)}: {m.group(0)[:120]}" for m in REMOTE_ASSET.finditer(fixed)]
+        # an executed chapter without a single figure means plots went to a non-inline backend
+        if "executed" in page.parts and "<img" not in fixed:
+            bad.append(f"{page.relative_to(root)}: no figure rendered (was MPLBACKEND set for the kernel?)")
     css_remote = [
         f"{css.relative_to(root)}" for css in root.rglob("*.css")
         if re.search(r"@import\s+url\(['\"]?https?://", css.read_text(encoding="utf-8", errors="ignore"))
