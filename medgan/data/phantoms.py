@@ -204,7 +204,7 @@ class _Heart:
         self.rv_ef = u(f0, f1)
         self.center = (u(8, 22), u(-10, 10))  # LV centre relative to the FOV centre
         self.drift = (u(-6, 6), u(-6, 6))  # LV centre moves this much from apex to base (oblique long axis)
-        self.harm = (u(0.03, 0.07), u(-np.pi, np.pi), u(0.0, 0.035), u(-np.pi, np.pi))
+        self.harm = (u(0.03, 0.07), u(-np.pi, np.pi), u(0.0, 0.035), u(-np.pi, np.pi), u(0.01, 0.03), u(-np.pi, np.pi))
         self.thick_var = (u(0.04, 0.12), u(-np.pi, np.pi))
         self.fat_phase = u(-np.pi, np.pi, size=3)
         self.rv_angle = u(-0.25, 0.1)
@@ -226,8 +226,8 @@ class _Heart:
         cy = self.center[1] + self.drift[1] * (u - 0.5)
         dx, dy = x - cx, y - cy
         theta = np.arctan2(dy, dx)
-        a2, p2, a3, p3 = self.harm
-        shape = 1 + a2 * np.cos(2 * (theta - p2)) + a3 * np.cos(3 * (theta - p3))
+        a2, p2, a3, p3, a7, p7 = self.harm
+        shape = 1 + a2 * np.cos(2 * (theta - p2)) + a3 * np.cos(3 * (theta - p3)) + a7 * np.cos(7 * theta - p7)
         if self.scar is None:
             w = np.zeros_like(theta)
         else:
@@ -278,44 +278,50 @@ class _Heart:
         return labels, heart, pap, np.where(fat, g["fat"], 0.0)
 
 
-def _acdc_background(rng: np.random.Generator, grid: _Grid, heart: _Heart, nz: int) -> list[np.ndarray]:
-    """Per-slice MR signal of everything but the heart: body, fat, chest wall, lungs, liver, spine, aorta."""
+def _acdc_background(rng: np.random.Generator, grid: _Grid, heart: _Heart, ed_hearts: list[np.ndarray]) -> list[np.ndarray]:
+    """Per-slice MR signal of everything but the heart: body, fat, chest wall, lungs, liver, spine, aorta.
+
+    ``ed_hearts``: the heart (with its epicardial fat) at ED per slice; the lungs stop a few mm from it.
+    """
     u = rng.uniform
     x, y = grid.x, grid.y
     hx, hy = heart.center
     bx, by = hx - u(15, 30), hy + u(35, 55)
-    ba, bb, bang = u(150, 185), u(105, 130), u(-0.1, 0.1)
-    fat_t, mus_t = u(8, 16), u(8, 14)
-    lungs = [(hx - u(80, 95), hy + u(0, 20), u(50, 62), u(70, 85), u(-0.3, 0.3)),
-             (hx + u(70, 85), hy + u(5, 25), u(45, 55), u(70, 85), u(-0.3, 0.3))]
+    ba, bb, bang = u(145, 190), u(100, 135), u(-0.12, 0.12)
+    fat_t, mus_t = u(6, 18), u(8, 14)
+    lungs = [(hx - u(70, 90), hy + u(15, 35), u(55, 70), u(85, 105), u(-0.3, 0.3)),
+             (hx + u(65, 85), hy + u(15, 35), u(50, 62), u(85, 105), u(-0.3, 0.3))]
+    gap = u(4, 12)  # mediastinal tissue between heart and lungs
     spine = (bx + u(-5, 5), by + bb - u(40, 50))
-    tex = _smooth_noise(rng, grid.shape, 12.0 / grid.sp)
-    lung_tex = _smooth_noise(rng, grid.shape, 6.0 / grid.sp)
+    patches = _smooth_noise(rng, grid.shape, 6.0 / grid.sp)
+    lung_tex = _smooth_noise(rng, grid.shape, 2.5 / grid.sp)
     body = _ellipse(x, y, bx, by, ba, bb, bang)
     inner = _ellipse(x, y, bx, by, ba - fat_t, bb - fat_t, bang) < 1
     thorax = _ellipse(x, y, bx, by, ba - fat_t - mus_t, bb - fat_t - mus_t, bang) < 1
+    filler = np.where(patches > 1.3, 650.0, 240.0).astype(np.float32)  # mediastinal tissue, a little fat
+    nz = len(ed_hearts)
     out = []
-    for z in range(nz):
+    for z, ed_heart in enumerate(ed_hearts):
         uz = (z + 0.5) / nz
-        img = np.full(grid.shape, 8.0, np.float32)  # air
+        img = np.full(grid.shape, 6.0, np.float32)  # air
         img[body < 1] = 900.0  # subcutaneous fat, bright in bSSFP
-        img[inner] = 230.0  # chest-wall muscle
-        img[thorax] = 330.0  # mediastinum / soft tissue
-        r_heart = (heart.r_ed + heart.thick) * (0.75 + 0.25 * heart.profile(uz))
+        img[inner] = 170.0  # chest-wall muscle
+        img[thorax] = filler[thorax]
+        near_heart = ndimage.distance_transform_edt(~ed_heart, sampling=grid.sp) < gap + 4 * patches.clip(0, 1)
+        near_heart |= grid.mask(spine[0], spine[1] - 20, 38, 42)  # posterior mediastinum: spine, aorta
         for lx, ly, la, lb, lang in lungs:
-            lung = thorax & (_ellipse(x, y, lx, ly, la * (0.85 + 0.15 * uz), lb, lang) < 1)
-            lung &= np.hypot(x - hx - 10, y - hy) > r_heart * 1.9  # the heart and RV sit between the lungs
-            img[lung] = 30.0 + 12.0 * lung_tex[lung]
+            lung = thorax & (_ellipse(x, y, lx, ly, la * (0.85 + 0.15 * uz), lb, lang) < 1) & ~near_heart
+            img[lung] = 25.0 + 25.0 * np.clip(lung_tex[lung] - 1.2, 0, None)  # dark, a few vessels
         if uz < 0.4:  # apical slices cut through the liver under the diaphragm
             g = (0.4 - uz) / 0.4
-            grid.paint(img, 210.0, hx - 55, hy + 85, 95 * g + 20, 60 * g + 10, 0.3, where=thorax)
+            grid.paint(img, 190.0, hx - 55, hy + 85, 95 * g + 20, 60 * g + 10, 0.3, where=thorax & ~near_heart)
         sx, sy = spine
-        grid.paint(img, 120.0, sx, sy, 17)  # cortical bone: dark
+        grid.paint(img, 90.0, sx, sy, 17)  # cortical bone: dark
         grid.paint(img, 380.0, sx, sy, 14)  # marrow
         grid.paint(img, 850.0, sx, sy + 27, 7)  # CSF: bright
         grid.paint(img, 780.0, sx + 24, sy - 28, 11)  # descending aorta
-        grid.paint(img, 420.0, bx, by - bb + fat_t + 10, 14, 7)  # sternum
-        out.append(img * (1 + 0.07 * tex))
+        grid.paint(img, 300.0, bx, by - bb + fat_t + 10, 14, 7)  # sternum
+        out.append(img)
     return out
 
 
@@ -330,16 +336,20 @@ def _acdc_patient(rng: np.random.Generator, group: str) -> dict:
     heart = _Heart(rng, group)
     grid = _Grid((np.arange(nx) - (nx - 1) / 2) * sp, (np.arange(ny) - (ny - 1) / 2) * sp)
     x, y = grid.x, grid.y
-    background = _acdc_background(rng, grid, heart, nz)
-    blood_lv, blood_rv, myo_sig, fat_sig = u(780, 900), u(700, 840), u(230, 300), u(650, 820)
+    geos = [heart.geometry(x, y, (z + 0.5) / nz) for z in range(nz)]
+    ed_hearts = []
+    for geo in geos:
+        labels, outer, _, fat = heart.render(geo, x, y, 0.0)
+        ed_hearts.append(outer | (labels > 0) | (fat > 0))
+    background = _acdc_background(rng, grid, heart, ed_hearts)
+    blood_lv, blood_rv, myo_sig, fat_sig = u(720, 900), u(650, 840), u(140, 210), u(650, 820)
     # Phase through the cycle: ED (frame 1) -> ES (frame `es`) -> back toward ED.
     t = np.arange(n_frames)
     e = es - 1
     phase = np.where(t <= e, 0.5 * (1 - np.cos(np.pi * t / e)), 0.5 * (1 + np.cos(np.pi * (t - e) / (n_frames - e))))
     cine = np.empty((n_frames, nz, ny, nx), np.float32)  # [T, Z, Y, X]; NIfTI wants [X, Y, Z, T]
     gt = {0: np.zeros((nz, ny, nx), np.uint8), e: np.zeros((nz, ny, nx), np.uint8)}
-    for z in range(nz):
-        geo = heart.geometry(x, y, (z + 0.5) / nz)
+    for z, geo in enumerate(geos):
         for ti, p in enumerate(phase):
             labels, outer, pap, fat = heart.render(geo, x, y, float(p))
             img = background[z].copy()
@@ -357,7 +367,8 @@ def _acdc_patient(rng: np.random.Generator, group: str) -> dict:
     c1, c2, c3 = u(-0.35, 0.35), u(-0.45, -0.05), u(-0.5, -0.1)
     bias = np.exp(c1 * xn + c2 * yn + c3 * (xn**2 + yn**2)).astype(np.float32)
     bias /= bias[np.hypot(x - heart.center[0], y - heart.center[1]) < 40].mean()
-    cine *= bias * np.float32(u(0.85, 1.1))
+    tex = 1 + 0.06 * _smooth_noise(rng, grid.shape, 5.0 / sp)  # tissue / flow inhomogeneity
+    cine *= (bias * tex).astype(np.float32) * np.float32(u(0.85, 1.1))
     sigma = np.float32(u(10, 22))
     n1 = rng.standard_normal(cine.shape, dtype=np.float32)
     n2 = rng.standard_normal(cine.shape, dtype=np.float32)
