@@ -304,14 +304,17 @@ def fundus_box(image: np.ndarray, path: Path) -> tuple[int, int, int]:
     are brighter than 10% of the bright end (robust to JPEG noise at the border). The square is
     centred on the box and may extend past the image (IDRiD's circle is cut at top and bottom).
     """
-    gray = image.astype(np.float32).mean(axis=2)
-    threshold = max(8.0, 0.1 * float(np.percentile(gray, 99)))
+    # a strided view finds the box of a 4288x2848 photograph 4x faster, to within a pixel or two
+    step = max(1, min(image.shape[:2]) // 1024)
+    gray = image[::step, ::step].sum(axis=2, dtype=np.uint16)  # 3 x mean, integer arithmetic
+    threshold = max(24.0, 0.1 * float(np.percentile(gray, 99)))
     fg = gray > threshold
     rows = np.flatnonzero(fg.sum(axis=1) > max(2, 0.002 * fg.shape[1]))
     cols = np.flatnonzero(fg.sum(axis=0) > max(2, 0.002 * fg.shape[0]))
     if not len(rows) or not len(cols):
         raise RawFormatError(f"{path}: no fundus found (the image is dark everywhere)")
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    r0, r1, c0, c1 = rows[0] * step, rows[-1] * step + step, cols[0] * step, cols[-1] * step + step
+    r1, c1 = min(r1, image.shape[0]), min(c1, image.shape[1])
     side = int(max(r1 - r0, c1 - c0))
     top = int(round((r0 + r1 - side) / 2))
     left = int(round((c0 + c1 - side) / 2))

@@ -42,7 +42,8 @@ class ClassicalAugment:
 
     def sample_theta(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """``[n, 2, 3]`` matrices for ``F.affine_grid`` (output -> input coordinates, normalised)."""
-        u = torch.rand(n, 6, generator=generator)  # drawn on CPU: same numbers on every device
+        # drawn where the generator lives, the matrices built on CPU in float64, then moved
+        u = torch.rand(n, 6, generator=generator, device=None if generator is None else generator.device).cpu()
         angle = (u[:, 0] * 2 - 1) * math.radians(self.rotation_deg)
         tx = (u[:, 1] * 2 - 1) * self.shift * 2  # normalised coords span 2 per image side
         ty = (u[:, 2] * 2 - 1) * self.shift * 2
@@ -111,7 +112,7 @@ def random_geometric_masks(
     anatomically plausible because they are warped real ones.
     """
     augment = augment or ClassicalAugment()
-    idx = torch.randint(len(masks), (n,), generator=generator)
+    idx = torch.randint(len(masks), (n,), generator=generator, device=None if generator is None else generator.device)
     picked = masks[idx.to(masks.device)]
     theta = augment.sample_theta(n, generator, masks.device)
     return warp(None, picked, theta)[1]
