@@ -24,6 +24,9 @@ from medgan.unet import (
     train_unet,
 )
 
+# one xdist worker for the whole module: the trained fixture is built once, not once per worker
+pytestmark = pytest.mark.xdist_group("unet")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
@@ -163,6 +166,16 @@ def test_unet_learns_the_toy_set(trained, real):
         assert result["dice"][c] > 0.7, result["dice"]
     assert result["n_images"] == len(load_prepared(real).indices("test"))
     assert set(result["per_patient"]) == set(load_prepared(real).meta["splits"]["test"])
+
+
+def test_unet_learns_the_acdc_phantom(acdc_prepared, tmp_path):
+    """Same check on the ACDC phantom through the real prepare path (64², 3 train patients, 1 val, 2 test)."""
+    cfg = UNetConfig(depth=3, width=16, dropout=0.0, lr=3e-3, batch=8, max_epochs=8, patience=0, device="cpu")
+    run = train_unet([acdc_prepared], acdc_prepared, cfg, tmp_path / "unet", progress=False)
+    assert json.loads((run / "status.json").read_text())["cpu_seconds"] < 60
+    result = evaluate_unet(run, acdc_prepared, "test")
+    assert result["dice"]["mean"] > 0.8, result["dice"]
+    assert result["n_patients"] == len(load_prepared(acdc_prepared).meta["splits"]["test"])
 
 
 def test_run_folder_contract(trained):
