@@ -165,14 +165,6 @@ def _inception_forward(model: nn.Module, x01: torch.Tensor) -> torch.Tensor:
     return model(x01)[0].flatten(1)  # pool3 output [N, 2048, 1, 1] -> [N, 2048]
 
 
-def _module_digest(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def _inception_extractor(random_weights: bool, device: torch.device) -> Extractor:
     model = build_inception(random_weights).to(device)
     name = "inception-random" if random_weights else "inception"
@@ -200,25 +192,28 @@ def _inception_random(arg: str | None, device: torch.device) -> Extractor:
 
 @FEATURES.register("unet")
 def _unet(arg: str | None, device: torch.device) -> Extractor:
+    """Global-pooled bottleneck of the U-Net in run folder ``arg`` (``medgan.unet.load_encoder``)."""
     if not arg:
         raise UserError("features 'unet' needs a run folder: --features unet:<run_dir>")
     from medgan.unet import load_encoder  # lazily: the U-Net is another feature
 
-    encoder, info = load_encoder(arg)
+    encoder, info = load_encoder(arg, device=device)
     encoder = encoder.to(device).eval()
-    in_ch = int(info.get("in_channels", 0)) if isinstance(info, dict) else 0
+    channels, size = int(info["channels"]), int(info["image_size"])
 
     def prepare(image: torch.Tensor) -> torch.Tensor:
-        if in_ch and image.shape[1] != in_ch:
-            raise FeatureInputError(f"the U-Net of {arg} takes {in_ch} image channels, got {image.shape[1]}")
+        if image.shape[1] != channels or image.shape[-1] != size:
+            raise FeatureInputError(
+                f"the U-Net of {arg} was trained on {channels}-channel {size}² images, got "
+                f"{image.shape[1]}-channel {image.shape[-1]}² ones: domain FID needs a U-Net of the same dataset"
+            )
         return image.float()
 
     def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x).flatten(1)
 
-    dim = int(info.get("dim", 0)) if isinstance(info, dict) else 0
-    return Extractor(f"unet:{arg}", dim, encoder, prepare, forward, _module_digest(encoder), device,
-                     info=dict(info) if isinstance(info, dict) else {})
+    return Extractor(f"unet:{arg}", int(info["dim"]), encoder, prepare, forward, str(info["sha256"])[:16], device,
+                     info=dict(info))
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
