@@ -652,27 +652,34 @@ IDRID_SPLITS = {"train": "a. Training Set", "test": "b. Testing Set"}
 
 def _vessel_tree(rng: np.random.Generator, start: tuple[float, float], angle: float, width: float, bend: float,
                  step: float, inside: Callable[[float, float], bool]) -> list[tuple[float, float, float, float, float]]:
-    """Grow a branching vessel from ``start``: a list of segments (x0, y0, x1, y1, width)."""
+    """Grow a branching vessel from ``start``: a list of segments (x0, y0, x1, y1, width).
+
+    The direction changes smoothly (a random walk on the curvature) on top of a bend that fades with distance,
+    so the arcades curve around the macula and then run straight toward the periphery.
+    """
     segs = []
     stack = [(start[0], start[1], angle, width, bend, 0)]
     min_w = max(0.8, step / 7)
     while stack:
         x0, y0, a, w, b, depth = stack.pop()
-        for _ in range(400):
-            a += b + rng.normal(0, 0.09)
+        curv = 0.0
+        for _ in range(600):
+            curv = 0.85 * curv + rng.normal(0, 0.012)
+            a += b + curv
+            b *= 0.975
             x1, y1 = x0 + step * math.cos(a), y0 + step * math.sin(a)
             if not inside(x1, y1):
                 break
             segs.append((x0, y0, x1, y1, w))
             x0, y0 = x1, y1
-            w *= 0.988
+            w *= 0.986
             if w < min_w:
                 break
-            if depth < 5 and rng.random() < 0.07:
+            cw = w * rng.uniform(0.45, 0.75)
+            if depth < 4 and cw > 2 * min_w and rng.random() < 0.06:
                 side = 1 if rng.random() < 0.5 else -1
-                cw = w * rng.uniform(0.5, 0.75)
-                stack.append((x0, y0, a + side * rng.uniform(0.45, 1.1), cw, rng.normal(0, 0.02), depth + 1))
-                w *= 0.93
+                stack.append((x0, y0, a + side * rng.uniform(0.5, 1.1), cw, side * rng.uniform(0, 0.015), depth + 1))
+                w *= 0.94
     return segs
 
 
@@ -696,9 +703,9 @@ def _idrid_image(rng: np.random.Generator, width: int, height: int) -> tuple[np.
     fundus = np.clip((1 - r) * R / (1.5 * k) + 0.5, 0, 1)  # soft 1.5 px edge
     # Background: orange-red with choroidal texture, a darker periphery and a darker macula.
     base = np.array([u(0.72, 0.9), u(0.30, 0.42), u(0.10, 0.18)], np.float32)
-    tex = _smooth_noise(rng, (height, width), 25 * k).astype(np.float32)
-    tex2 = _smooth_noise(rng, (height, width), 120 * k).astype(np.float32)
-    img = base[None, None, :] * (1 + 0.04 * tex[..., None] + 0.08 * tex2[..., None])
+    tex = _smooth_noise(rng, (height, width), 10 * k).astype(np.float32)
+    tex2 = _smooth_noise(rng, (height, width), 90 * k).astype(np.float32)
+    img = base[None, None, :] * (1 + 0.025 * tex[..., None] + 0.045 * tex2[..., None])
     vignette = np.clip(1 - u(0.45, 0.65) * r**2.5, 0.15, 1)
     img *= vignette[..., None]
     dmac = np.hypot(xx - mx, yy - my)
@@ -718,24 +725,31 @@ def _idrid_image(rng: np.random.Generator, width: int, height: int) -> tuple[np.
     # Vessels: arcades curving around the macula, nasal branches, arteries lighter than veins.
     step = 6 * k
 
-    def inside(px: float, py: float) -> bool:
-        return math.hypot(px - cx, py - cy) < 0.985 * R
+    def inside(px: float, py: float) -> bool:  # in the fundus and out of the foveal avascular zone
+        return math.hypot(px - cx, py - cy) < 0.985 * R and math.hypot(px - mx, py - my) > 0.3 * dd
 
     trees = {"vein": [], "artery": []}
     for kind, w0, da0 in (("vein", 8.5 * k, 0.12), ("artery", 6.5 * k, -0.12)):
         for up in (-1, 1):  # superior / inferior
             a_t = math.atan2(up * 1.0, side * u(0.25, 0.45)) + da0 * up
-            trees[kind] += _vessel_tree(rng, (dx, dy), a_t, w0, -up * side * u(0.022, 0.03), step, inside)
+            trees[kind] += _vessel_tree(rng, (dx, dy), a_t, w0, -up * side * u(0.025, 0.035), step, inside)
             a_n = math.atan2(up * u(0.3, 0.9), -side * 1.0) + da0
             trees[kind] += _vessel_tree(rng, (dx, dy), a_n, w0 * 0.75, rng.normal(0, 0.01), step, inside)
-    for kind, tint in (("vein", (0.5, 0.28, 0.38)), ("artery", (0.78, 0.55, 0.62))):
-        layer = Image.new("L", (width, height), 0)
+    for kind, tint in (("vein", (0.42, 0.2, 0.28)), ("artery", (0.8, 0.5, 0.55))):
+        # Drawn at twice the size and box-filtered down: smooth, anti-aliased edges on thin vessels.
+        layer = Image.new("L", (2 * width, 2 * height), 0)
         draw = ImageDraw.Draw(layer)
         for x0, y0, x1, y1, w in trees[kind]:
-            draw.line((x0, y0, x1, y1), fill=255, width=max(1, round(w)))
-            if w > 2.5:
-                draw.ellipse((x1 - w / 2, y1 - w / 2, x1 + w / 2, y1 + w / 2), fill=255)
-        v = ndimage.gaussian_filter(np.asarray(layer, np.float32) / 255.0, 0.8 * k)[..., None]
+            w2 = 2 * w
+            if w2 <= 3:
+                draw.line((2 * x0, 2 * y0, 2 * x1, 2 * y1), fill=255, width=max(1, round(w2)))
+                continue
+            n_dabs = max(1, math.ceil(2 * math.hypot(x1 - x0, y1 - y0) / (w2 / 4)))
+            for i in range(1, n_dabs + 1):  # a round brush: smooth edges and joints
+                px, py = 2 * (x0 + (x1 - x0) * i / n_dabs), 2 * (y0 + (y1 - y0) * i / n_dabs)
+                draw.ellipse((px - w2 / 2, py - w2 / 2, px + w2 / 2, py + w2 / 2), fill=255)
+        layer = layer.resize((width, height), Image.Resampling.BOX)
+        v = ndimage.gaussian_filter(np.asarray(layer, np.float32) / 255.0, 0.5 * k)[..., None]
         img *= 1 - v * (1 - np.array(tint, np.float32))
     # Lesions in some eyes: hard exudates (yellow dots) near the macula, haemorrhages (dark red blots).
     if rng.random() < 0.5:
