@@ -41,6 +41,16 @@ def test_prepare_overwrite_and_val_fraction(acdc_raw, tmp_path, capsys):
     assert len(splits["val"]) == len(splits["train"]) == 2  # 4 training patients, half held out
 
 
+def test_bad_options_are_user_errors(acdc_raw, tmp_path, capsys):
+    base = ["data", "prepare", "acdc", "--raw", str(acdc_raw), "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(base + ["--size", "4"]) == 2
+    assert main(base + ["--val-fraction", "1.0"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["medgan data: error: --size 4 is too small (use >= 8)",
+                   "medgan data: error: --val-fraction must be in [0, 1), got 1.0"]
+    assert not (tmp_path / "o").exists()
+
+
 def test_info_on_a_missing_folder(tmp_path, capsys):
     assert main(["data", "info", str(tmp_path / "nothing")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -89,6 +89,7 @@ def test_acdc_round_trip(acdc_raw, acdc_prepared):
             r, c = np.nonzero(np.asarray(ps.masks[rows]).any(axis=0))
             weights = np.asarray(ps.masks[rows]).astype(bool).sum(axis=0)[r, c]
             assert abs(np.average(r, weights=weights) - 32) <= 2 and abs(np.average(c, weights=weights) - 32) <= 2
+    assert ps.meta["val_fraction"] == 0.2 and ps.meta["seed"] == 0
     assert ps.meta["geometry"]["field_of_view_mm"] == pytest.approx(128 * 1.37, abs=0.01)
 
 
@@ -196,8 +197,8 @@ def test_other_seeds_draw_other_splits(acdc_raw, tmp_path):
     from medgan.data.prepare import PREPARERS
 
     entries, _ = PREPARERS["acdc"].find(acdc_raw)
-    vals = {tuple(PREPARERS["acdc"].split(entries, None, seed)["val"]) for seed in range(10)}
-    tests = {tuple(PREPARERS["acdc"].split(entries, None, seed)["test"]) for seed in range(10)}
+    vals = {tuple(PREPARERS["acdc"].split(entries, 0.2, seed)["val"]) for seed in range(10)}
+    tests = {tuple(PREPARERS["acdc"].split(entries, 0.2, seed)["test"]) for seed in range(10)}
     assert len(vals) > 1 and len(tests) == 1  # val is drawn, test is the official one
 
 

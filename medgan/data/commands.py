@@ -25,9 +25,14 @@ def _phantom(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    from medgan.cli import UserError
     from medgan.data.prepare import prepare
     from medgan.data.prepared import describe, load_prepared
 
+    if args.size is not None and args.size < 8:
+        raise UserError(f"--size {args.size} is too small (use >= 8)")
+    if args.val_fraction is not None and not 0.0 <= args.val_fraction < 1.0:
+        raise UserError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     out = prepare(args.dataset, args.raw, args.out, size=args.size, seed=args.seed, overwrite=args.overwrite,
                   val_fraction=args.val_fraction, progress=not args.quiet)
     print(describe(load_prepared(out)))

@@ -62,11 +62,12 @@ class Preparer:
     labels: dict[str, str]
     default_size: int
     find: Callable[[Path], tuple[list, dict]]  # raw_dir -> (entries with .patient/.n_slices/.input_files(), notes)
-    split: Callable[[list, float | None, int], dict[str, list[str]]]  # (entries, val_fraction, seed) -> splits
+    split: Callable[[list, float, int], dict[str, list[str]]]  # (entries, val_fraction, seed) -> splits
     convert: Callable[[Any, int], Converted]  # (entry, size) -> slices
     normalisation: dict[str, Any]
     geometry: Callable[[int], dict[str, Any]]  # size -> spacing / orientation description
     extra_arrays: dict[str, str] = field(default_factory=dict)
+    default_val_fraction: float = 0.2
 
 
 PREPARERS: Registry[Preparer] = Registry("preparer")
@@ -134,7 +135,7 @@ def _find_acdc(raw_dir: Path) -> tuple[list, dict]:
 def _split_acdc(entries, val_fraction, seed):
     return split_official(
         {e.patient: e.subset for e in entries},
-        val_fraction=0.2 if val_fraction is None else val_fraction,
+        val_fraction=val_fraction,
         seed=seed,
         strata={e.patient: e.group for e in entries},
     )
@@ -231,7 +232,7 @@ def _find_sliver(raw_dir: Path) -> tuple[list, dict]:
 def _split_sliver(entries, val_fraction, seed):
     return split_random(
         [e.patient for e in entries],
-        val_fraction=0.15 if val_fraction is None else val_fraction,
+        val_fraction=val_fraction,
         test_fraction=0.15,
         seed=seed,
     )
@@ -274,6 +275,7 @@ PREPARERS.register("sliver07")(
         split=_split_sliver,
         convert=_convert_sliver,
         normalisation={"method": "hu-window", "window_hu": list(SLIVER_WINDOW_HU), "range": [-1, 1], "clip": True},
+        default_val_fraction=0.15,
         geometry=lambda size: {
             "resampling": "each axial slice padded to a square (with -1) and resized with Pillow (bilinear, antialiased; nearest for labels)",
             "orientation": "array [N, C, H, W] as SimpleITK GetArrayFromImage: H = MetaImage y, W = x, slices along z",
@@ -292,7 +294,7 @@ def _find_idrid(raw_dir: Path) -> tuple[list, dict]:
 def _split_idrid(entries, val_fraction, seed):
     return split_official(
         {e.patient: e.subset for e in entries},
-        val_fraction=0.2 if val_fraction is None else val_fraction,
+        val_fraction=val_fraction,
         seed=seed,
     )
 
@@ -397,11 +399,15 @@ def prepare(
         raise RawFormatError(f"{out_dir}: output folder holds the raw folder {raw_dir}; refusing to overwrite it")
     size = preparer.default_size if size is None else int(size)
     if size < 8:
-        raise RawFormatError(f"{raw_dir}: image size {size} is too small (use >= 8)")
+        raise ValueError(f"image size {size} is too small (use >= 8)")
+    if val_fraction is not None and not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
 
     entries, notes = preparer.find(raw_dir)
     if not entries:
         raise RawFormatError(f"{raw_dir}: no {dataset} cases found")
+    if val_fraction is None:
+        val_fraction = preparer.default_val_fraction
     splits = preparer.split(entries, val_fraction, seed)
     check_disjoint_splits(splits)
     inputs = [p for e in entries for p in e.input_files()]
