@@ -1,0 +1,584 @@
+"""StyleGAN2 (config F: skip generator, residual discriminator) in pure PyTorch, on the joint image + mask.
+
+The networks follow Karras et al. 2020 ("Analyzing and improving the image quality of StyleGAN") and the
+layout of NVlabs/stylegan2-ada-pytorch ``training/networks.py``, re-written without custom CUDA ops:
+
+- **mapping**: ``z`` (2nd-moment normalised) -> ``cfg.mapping_layers`` fully connected layers with
+  leaky ReLU and a learning-rate multiplier of 0.01 -> ``w``, broadcast to ``num_ws`` style vectors.
+  ``w_avg`` (a buffer) tracks the mean ``w`` while training; truncation ``psi`` pulls ``w`` toward it
+  at sampling time (``cfg.truncation``, only when G is in eval mode, i.e. G_ema / generation).
+- **synthesis**: a learned constant 4x4 input, two modulated/demodulated 3x3 convolutions per
+  resolution (the first upsamples through the ``[1, 3, 3, 1]`` filter), per-layer noise with a learned
+  strength, and a ``toRGB``-style 1x1 modulated convolution per resolution whose outputs are upsampled
+  and summed (skip architecture). It emits ``C + K`` channels: the C image channels then K mask-score
+  channels (``onehot_to_mask`` = argmax gives labels). Outputs are linear while training (as in the
+  paper) and clamped to ``[-1, 1]`` in eval mode, so samples respect the joint contract.
+- **style mixing**: while training, each sample uses a second ``w`` from a random layer on with
+  probability ``cfg.style_mixing`` (tensor ops only: no data-dependent Python branches).
+- **discriminator**: ``fromRGB`` at full resolution, residual blocks (3x3 conv, 3x3 conv + blur-downsample,
+  1x1 blur-downsample skip, summed with gain sqrt(1/2)), minibatch standard deviation, 3x3 conv, two
+  fully connected layers -> one logit per sample.
+- **equalised learning rate** everywhere: weights are stored N(0, 1) (divided by the lr multiplier) and
+  scaled at run time by ``lr_mul / sqrt(fan_in)``.
+
+Modulated convolution has two numerically equal paths (tested against a per-sample reference):
+``fused=True`` builds one weight per sample and runs a single grouped convolution (used at inference);
+``fused=False`` scales activations before and after one shared-weight convolution (used in training:
+cheaper backward, friendlier to cuDNN and ``torch.compile``).
+
+Everything is ``deepcopy``-able (G_ema), ``channels_last``- and bf16-safe (minibatch-std and
+demodulation run in float32), and free of Python control flow on tensor values.
+
+``G.mapping``, ``G.synthesis`` and ``G.sample_ws`` are public so the loss can regularise path length
+with respect to ``w``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medgan.config import ConfigError
+from medgan.losses import LOSSES, GANLoss
+from medgan.models.ops import conv2d_resample, setup_filter, unwrap_module, upsample2d
+from medgan.models.registry import GANS, MODELS, GANPair, GANSpec
+
+CHANNEL_BASE = 16384  # channels at resolution r: min(CHANNEL_BASE // r, cfg.channel_max) (paper256 config)
+SQRT2 = math.sqrt(2.0)
+
+
+def _lrelu(x: torch.Tensor, gain: float = SQRT2) -> torch.Tensor:
+    return F.leaky_relu(x, 0.2) * gain
+
+
+def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+def channels_for(resolution: int, channel_max: int, channel_base: int = CHANNEL_BASE) -> int:
+    return max(1, min(channel_base // resolution, channel_max))
+
+
+def _log2_resolution(resolution: int) -> int:
+    log2 = int(round(math.log2(resolution)))
+    if resolution < 8 or 2**log2 != resolution:
+        raise ValueError(f"StyleGAN2 needs a power-of-two resolution >= 8, got {resolution}")
+    return log2
+
+
+# ---------------------------------------------------------------------------------------------
+# equalised-lr layers
+# ---------------------------------------------------------------------------------------------
+class FullyConnected(nn.Module):
+    """Linear layer with equalised learning rate: ``y = x @ (W * lr_mul / sqrt(in)).T + b * lr_mul``."""
+
+    def __init__(self, in_features, out_features, *, bias=True, bias_init=0.0, lr_mul=1.0, activation="linear"):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init) / lr_mul)) if bias else None
+        self.weight_gain = lr_mul / math.sqrt(in_features)
+        self.bias_gain = lr_mul
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight * self.weight_gain
+        b = self.bias * self.bias_gain if self.bias is not None else None
+        x = F.linear(x, w, b)
+        return _lrelu(x) if self.activation == "lrelu" else x
+
+
+class Conv2dLayer(nn.Module):
+    """Equalised-lr convolution with optional blur-downsampling (``down=2``), bias and leaky ReLU."""
+
+    def __init__(self, in_ch, out_ch, kernel, *, bias=True, activation="lrelu", down=1, act_gain=1.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.weight_gain = 1.0 / math.sqrt(in_ch * kernel * kernel)
+        self.padding = kernel // 2
+        self.down = down
+        self.activation = activation
+        self.act_gain = act_gain  # extra gain after the activation (sqrt(1/2) in residual blocks)
+        self.register_buffer("resample_filter", setup_filter(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = conv2d_resample(
+            x, self.weight * self.weight_gain, self.resample_filter, down=self.down, padding=self.padding
+        )
+        if self.bias is not None:
+            x = x + self.bias.to(x.dtype).reshape(1, -1, 1, 1)
+        if self.activation == "lrelu":
+            return _lrelu(x, SQRT2 * self.act_gain)
+        return x * self.act_gain if self.act_gain != 1.0 else x
+
+
+# ---------------------------------------------------------------------------------------------
+# modulated convolution
+# ---------------------------------------------------------------------------------------------
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    *,
+    demodulate: bool = True,
+    fused: bool = True,
+    up: int = 1,
+    padding: int = 0,
+    resample_filter: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``x [N, I, H, W]``, ``weight [O, I, k, k]``, ``styles [N, I]`` -> ``[N, O, H*up, W*up]``.
+
+    Per sample n: ``w_n = weight * styles[n]`` (scaling input channels), then with ``demodulate``
+    ``w_n /= sqrt(sum_{I,k,k} w_n^2 + 1e-8)`` per output channel, and ``y_n = conv(x_n, w_n)``.
+    """
+    n, in_ch = x.shape[0], x.shape[1]
+    out_ch, _, kh, kw = weight.shape
+    styles = styles.float()
+    weight = weight.float()
+    if fused:
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, in_ch, 1, 1)  # [N, O, I, k, k]
+        if demodulate:
+            w = w * (w.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()
+        x = x.reshape(1, n * in_ch, *x.shape[2:])
+        x = conv2d_resample(
+            x, w.reshape(n * out_ch, in_ch, kh, kw), resample_filter, up=up, padding=padding, groups=n
+        )
+        return x.reshape(n, out_ch, *x.shape[2:])
+    x = x * styles.to(x.dtype).reshape(n, in_ch, 1, 1)
+    x = conv2d_resample(x, weight, resample_filter, up=up, padding=padding)
+    if demodulate:
+        # sum_{i,k} (W_oik s_ni)^2 = sum_i s_ni^2 * sum_k W_oik^2: a [N, I] x [I, O] product, no [N, O, I, k, k]
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, O]
+        x = x * dcoefs.to(x.dtype).reshape(n, out_ch, 1, 1)
+    return x
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 conv (optionally upsampling) + noise with learned strength + bias + leaky ReLU."""
+
+    def __init__(self, in_ch, out_ch, w_dim, *, up=1, kernel=3):
+        super().__init__()
+        self.affine = FullyConnected(w_dim, in_ch, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.up = up
+        self.padding = kernel // 2
+        self.register_buffer("resample_filter", setup_filter(), persistent=False)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool) -> torch.Tensor:
+        styles = self.affine(w)
+        x = modulated_conv2d(
+            x, self.weight, styles, fused=fused, up=self.up, padding=self.padding,
+            resample_filter=self.resample_filter,
+        )
+        n, _, h, wd = x.shape
+        noise = torch.randn(n, 1, h, wd, device=x.device, dtype=x.dtype) * self.noise_strength.to(x.dtype)
+        return _lrelu(x + noise + self.bias.to(x.dtype).reshape(1, -1, 1, 1))
+
+
+class ToRGBLayer(nn.Module):
+    """Modulated 1x1 conv without demodulation -> the ``C + K`` output channels (linear)."""
+
+    def __init__(self, in_ch, out_ch, w_dim):
+        super().__init__()
+        self.affine = FullyConnected(w_dim, in_ch, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.weight_gain = 1.0 / math.sqrt(in_ch)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        styles = self.affine(w) * self.weight_gain
+        # A 1x1 conv without demodulation is cheapest unfused (scale x, one shared conv).
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=False)
+        return x + self.bias.to(x.dtype).reshape(1, -1, 1, 1)
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution of the skip generator: [const | upsampling conv0], conv1, toRGB; img += up(img)."""
+
+    def __init__(self, in_ch, out_ch, w_dim, resolution, out_channels):
+        super().__init__()
+        self.resolution = resolution
+        self.is_first = in_ch == 0
+        if self.is_first:
+            self.const = nn.Parameter(torch.randn(out_ch, 4, 4))
+        else:
+            self.conv0 = SynthesisLayer(in_ch, out_ch, w_dim, up=2)
+        self.conv1 = SynthesisLayer(out_ch, out_ch, w_dim)
+        self.torgb = ToRGBLayer(out_ch, out_channels, w_dim)
+        self.num_conv = 1 if self.is_first else 2
+        self.register_buffer("resample_filter", setup_filter(), persistent=False)
+
+    def forward(self, x, img, ws: torch.Tensor, fused: bool):
+        """``ws [N, num_conv + 1, w_dim]`` (the last one, for toRGB, is shared with the next block's conv0)."""
+        if self.is_first:
+            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            x = self.conv1(x, ws[:, 0], fused)
+        else:
+            x = self.conv0(x, ws[:, 0], fused)
+            x = self.conv1(x, ws[:, 1], fused)
+        y = self.torgb(x, ws[:, self.num_conv])
+        img = y if img is None else upsample2d(img, self.resample_filter) + y
+        return x, img
+
+
+class MappingNetwork(nn.Module):
+    """``z [N, z_dim] -> ws [N, num_ws, w_dim]``; tracks ``w_avg`` while training; truncation."""
+
+    def __init__(self, z_dim, w_dim, num_ws, *, num_layers=8, lr_mul=0.01, w_avg_beta=0.995):
+        super().__init__()
+        self.z_dim, self.w_dim, self.num_ws = z_dim, w_dim, num_ws
+        self.w_avg_beta = w_avg_beta
+        dims = [z_dim] + [w_dim] * num_layers
+        self.layers = nn.ModuleList(
+            FullyConnected(dims[i], dims[i + 1], lr_mul=lr_mul, activation="lrelu") for i in range(num_layers)
+        )
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, z: torch.Tensor, *, truncation_psi: float = 1.0, update_w_avg: bool = True) -> torch.Tensor:
+        x = normalize_2nd_moment(z.float())
+        for layer in self.layers:
+            x = layer(x)
+        if self.training and update_w_avg:
+            with torch.no_grad():
+                self.w_avg.copy_(x.detach().float().mean(0).lerp(self.w_avg, self.w_avg_beta))
+        x = x.unsqueeze(1).expand(-1, self.num_ws, -1)
+        if truncation_psi != 1.0:
+            x = self.w_avg.to(x.dtype).lerp(x, truncation_psi)
+        return x
+
+
+class SynthesisNetwork(nn.Module):
+    """``ws [N, num_ws, w_dim] -> joint [N, C + K, R, R]`` (skip architecture)."""
+
+    def __init__(self, w_dim, resolution, out_channels, channel_max, channel_base=CHANNEL_BASE):
+        super().__init__()
+        log2 = _log2_resolution(resolution)
+        self.resolutions = [2**i for i in range(2, log2 + 1)]
+        blocks, num_ws, in_ch = [], 0, 0
+        for res in self.resolutions:
+            out_ch = channels_for(res, channel_max, channel_base)
+            block = SynthesisBlock(in_ch, out_ch, w_dim, res, out_channels)
+            blocks.append(block)
+            num_ws += block.num_conv
+            in_ch = out_ch
+        self.blocks = nn.ModuleList(blocks)
+        self.num_ws = num_ws + 1  # the last toRGB's w
+
+    def forward(self, ws: torch.Tensor, *, fused: bool = False) -> torch.Tensor:
+        x = img = None
+        w_idx = 0
+        for block in self.blocks:
+            x, img = block(x, img, ws[:, w_idx : w_idx + block.num_conv + 1], fused)
+            w_idx += block.num_conv
+        return img
+
+
+class StyleGAN2Generator(nn.Module):
+    """``G(z [N, z_dim], mask_onehot=None) -> joint [N, C + K, R, R]`` (unconditional)."""
+
+    conditional = False
+
+    def __init__(
+        self,
+        *,
+        z_dim: int,
+        w_dim: int,
+        resolution: int,
+        out_channels: int,
+        channel_max: int,
+        mapping_layers: int = 8,
+        style_mixing: float = 0.9,
+        truncation: float = 1.0,
+    ):
+        super().__init__()
+        self.z_dim, self.w_dim, self.resolution = z_dim, w_dim, resolution
+        self.out_channels = out_channels
+        self.style_mixing = float(style_mixing)
+        self.truncation = float(truncation)
+        self.synthesis = SynthesisNetwork(w_dim, resolution, out_channels, channel_max)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, num_layers=mapping_layers)
+        # the path-length regulariser's running mean; a buffer so checkpoints carry it (see StyleGAN2Loss)
+        self.register_buffer("pl_mean", torch.zeros([]))
+
+    def sample_ws(self, z: torch.Tensor, truncation_psi: float | None = None) -> torch.Tensor:
+        """Mapping + style mixing (training) or truncation (eval). ``-> ws [N, num_ws, w_dim]``."""
+        if self.training:
+            ws = self.mapping(z)
+            if self.style_mixing > 0:
+                n = z.shape[0]
+                ws2 = self.mapping(torch.randn_like(z), update_w_avg=False)
+                cutoff = torch.randint(1, self.num_ws, (n, 1), device=z.device)
+                use = torch.rand(n, 1, device=z.device) < self.style_mixing
+                cutoff = torch.where(use, cutoff, torch.full_like(cutoff, self.num_ws))
+                layer = torch.arange(self.num_ws, device=z.device).unsqueeze(0)
+                ws = torch.where((layer >= cutoff).unsqueeze(-1), ws2, ws)
+            return ws
+        psi = self.truncation if truncation_psi is None else float(truncation_psi)
+        return self.mapping(z, truncation_psi=psi)
+
+    def forward(self, z: torch.Tensor, mask_onehot: torch.Tensor | None = None, *, truncation_psi=None):
+        ws = self.sample_ws(z, truncation_psi)
+        joint = self.synthesis(ws, fused=not self.training)
+        if not self.training:
+            joint = joint.clamp(-1.0, 1.0)
+        return joint
+
+
+# ---------------------------------------------------------------------------------------------
+# discriminator
+# ---------------------------------------------------------------------------------------------
+def minibatch_stddev(x: torch.Tensor, group_size: int = 4, num_channels: int = 1) -> torch.Tensor:
+    """Append ``num_channels`` maps holding the std of features across groups of samples.
+
+    The group is the largest size <= ``group_size`` that divides N (a shape, not a value, so this stays
+    trace-friendly); statistics run in float32 for bf16 safety.
+    """
+    n, c, h, w = x.shape
+    g = next(s for s in range(min(group_size, n), 0, -1) if n % s == 0)
+    f = num_channels
+    y = x.float().reshape(g, -1, f, c // f, h, w)
+    y = y - y.mean(dim=0)
+    y = (y.square().mean(dim=0) + 1e-8).sqrt()  # [N/g, F, c/F, H, W]
+    y = y.mean(dim=[2, 3, 4]).reshape(-1, f, 1, 1)  # [N/g, F, 1, 1]
+    y = y.repeat(g, 1, h, w)  # [N, F, H, W]
+    return torch.cat([x, y.to(x.dtype)], dim=1)
+
+
+class DiscriminatorBlock(nn.Module):
+    """Residual block: ``(skip_1x1_down(x) + conv_down(conv(x))) * sqrt(1/2)``; ``fromRGB`` on the first."""
+
+    def __init__(self, in_ch, tmp_ch, out_ch, img_channels):
+        super().__init__()
+        self.fromrgb = Conv2dLayer(img_channels, tmp_ch, 1) if in_ch == 0 else None
+        self.conv0 = Conv2dLayer(tmp_ch, tmp_ch, 3)
+        self.conv1 = Conv2dLayer(tmp_ch, out_ch, 3, down=2, act_gain=math.sqrt(0.5))
+        self.skip = Conv2dLayer(tmp_ch, out_ch, 1, bias=False, activation="linear", down=2, act_gain=math.sqrt(0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fromrgb is not None:
+            x = self.fromrgb(x)
+        y = self.skip(x)
+        x = self.conv1(self.conv0(x))
+        return x + y
+
+
+class StyleGAN2Discriminator(nn.Module):
+    """``D(joint [N, C + K, R, R]) -> logits [N]``; ``return_features=True`` adds each block's output."""
+
+    def __init__(self, *, resolution: int, in_channels: int, channel_max: int, mbstd_group: int = 4):
+        super().__init__()
+        log2 = _log2_resolution(resolution)
+        blocks = []
+        for i, res in enumerate(2**k for k in range(log2, 2, -1)):
+            tmp = channels_for(res, channel_max)
+            out = channels_for(res // 2, channel_max)
+            blocks.append(DiscriminatorBlock(0 if i == 0 else tmp, tmp, out, in_channels))
+        self.blocks = nn.ModuleList(blocks)
+        ch4 = channels_for(4, channel_max)
+        self.mbstd_group = mbstd_group
+        self.conv = Conv2dLayer(ch4 + 1, ch4, 3)
+        self.fc = FullyConnected(ch4 * 16, ch4, activation="lrelu")
+        self.out = FullyConnected(ch4, 1)
+        # ADA's augmentation probability; a buffer so checkpoints carry it (see StyleGAN2Loss)
+        self.register_buffer("ada_p", torch.zeros([]))
+
+    def forward(self, joint: torch.Tensor, return_features: bool = False):
+        x = joint
+        feats = []
+        for block in self.blocks:
+            x = block(x)
+            feats.append(x)
+        x = minibatch_stddev(x, self.mbstd_group)
+        x = self.conv(x)
+        x = self.fc(x.flatten(1))
+        feats.append(x)
+        logits = self.out(x).squeeze(1).float()
+        return (logits, feats) if return_features else logits
+
+
+# ---------------------------------------------------------------------------------------------
+# loss: non-saturating logistic + lazy R1 + optional path length + optional ADA probability
+# ---------------------------------------------------------------------------------------------
+class AdaptiveAugment:
+    """``pipe`` applied to each sample with probability ``p`` (a 0-d tensor, read at every call).
+
+    The ADA idea (Karras et al. 2020, "Training GANs with limited data") on top of a DiffAugment-style
+    pipe: instead of always augmenting, augment a fraction ``p`` of what D sees, and let the loss move
+    ``p`` so that D does not overfit. The pipe runs on the whole batch and ``torch.where`` picks per
+    sample, so there is no branch on the value of ``p``.
+    """
+
+    def __init__(self, pipe: Callable[..., torch.Tensor], p: torch.Tensor):
+        self.pipe, self.p = pipe, p
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        augmented = self.pipe(x, generator=generator) if generator is not None else self.pipe(x)
+        u = torch.rand(x.shape[0], 1, 1, 1, device=x.device, generator=generator)
+        return torch.where(u < self.p.to(x.device), augmented, x)
+
+    def __repr__(self) -> str:
+        return f"AdaptiveAugment({self.pipe!r}, p={float(self.p):.3f})"
+
+
+@LOSSES.register("stylegan2")
+class StyleGAN2Loss(GANLoss):
+    """StyleGAN2's objective, as in StyleGAN2-ADA ``training/loss.py``:
+
+    - D: ``softplus(D(fake)) + softplus(-D(real))``; G: ``softplus(-D(fake))`` (non-saturating logistic);
+    - lazy R1 (``d_regularize``): every ``r1_interval`` D steps, ``r1_interval * gamma/2 * E||grad_x D(x)||^2``
+      on (augmented) reals -- the interval factor keeps the penalty's average strength independent of
+      how often it runs;
+    - path length (``pl_weight > 0``): every ``pl_interval`` G steps, inside ``g_loss``, the penalty
+      ``(||J_w^T y|| - a)^2`` on half the batch, ``a`` an EMA of the lengths (``G.pl_mean``), times the
+      interval;
+    - ADA (``ada_target > 0``, needs ``aug.diffaugment``): the augment pipe is wrapped in
+      ``AdaptiveAugment`` whose probability ``p`` (``D.ada_p``) moves after every D step by
+      ``sign(r_t - ada_target) * batch / (ada_kimg * 1000)``, ``r_t = E[sign(D(real))]``: D too sure
+      about the reals (overfitting) -> more augmentation. ``ada_kimg = 100`` (the official 500 is tuned
+      for runs of tens of thousands of kimg; ours are short): p can go 0 -> 1 in 100 kimg. ADA's r_t is
+      measured on every batch instead of every 4th, which changes nothing on average.
+
+    The state that must survive a resume (``pl_mean``, ``ada_p``) is a buffer of G/D, so the trainer's
+    checkpoints carry it without knowing about it. Label smoothing does not apply (``ConfigError``).
+    """
+
+    name = "stylegan2"
+    allows_label_smoothing = False
+    pl_interval = 4
+    pl_batch_shrink = 2
+    pl_decay = 0.01
+    ada_kimg = 100.0
+
+    def __init__(self, cfg, G, D, *, ada_target: float = 0.0, **kw):
+        super().__init__(cfg, G, D, **kw)
+        self.ada_target = float(ada_target)
+        if self.ada_target > 0:
+            if self.augment_pipe is None:
+                raise ConfigError("aug.ada_target > 0 needs augmentations to adapt: set aug.diffaugment too")
+            self.ada_p = unwrap_module(D).ada_p
+            self.augment_pipe = AdaptiveAugment(self.augment_pipe, self.ada_p)
+
+    def d_adv(self, real_logits, fake_logits):
+        return F.softplus(fake_logits.float()).mean() + F.softplus(-real_logits.float()).mean()
+
+    def g_adv(self, fake_logits):
+        return F.softplus(-fake_logits.float()).mean()
+
+    def d_loss(self, real, z, mask_onehot=None, step=0):
+        with torch.no_grad():
+            fake = self.run_G(z, mask_onehot, real)
+        real_logits = self.run_D(real)
+        fake_logits = self.run_D(fake)
+        adv = self.d_adv(real_logits, fake_logits)
+        terms = {
+            "D_real": real_logits.detach().float().mean(),
+            "D_fake": fake_logits.detach().float().mean(),
+            "D_adv": adv.detach(),
+            "D_total": adv.detach(),
+        }
+        if self.ada_target > 0:
+            terms.update(self._ada_update(real_logits))
+        return adv, terms
+
+    @torch.no_grad()
+    def _ada_update(self, real_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        r_t = real_logits.detach().float().sign().mean()
+        step = torch.sign(r_t - self.ada_target) * (real_logits.shape[0] / (self.ada_kimg * 1000.0))
+        self.ada_p.copy_((self.ada_p + step).clamp(0.0, 1.0))
+        return {"ada_rt": r_t, "ada_p": self.ada_p.detach().clone()}
+
+    def g_loss(self, real, z, mask_onehot=None, step=0):
+        total, terms = super().g_loss(real, z, mask_onehot, step)
+        if self.cfg.pl_weight > 0 and step % self.pl_interval == 0:
+            pl = self.path_length_penalty(z)
+            total = total + pl * (self.cfg.pl_weight * self.pl_interval)
+            terms["G_pl"] = pl.detach()
+            terms["G_total"] = total.detach().float()
+        return total, terms
+
+    def path_length_penalty(self, z: torch.Tensor) -> torch.Tensor:
+        """``E[(||J_w^T y||_2 - a)^2]``, y ~ N(0, I/(H W)); updates ``a = G.pl_mean`` (EMA, decay 0.01)."""
+        G = unwrap_module(self.G)
+        n = max(1, z.shape[0] // self.pl_batch_shrink)
+        ws = G.sample_ws(z[:n])
+        img = G.synthesis(ws)
+        noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+        (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+        lengths = grad.float().square().sum(2).mean(1).sqrt()
+        pl_mean = G.pl_mean.lerp(lengths.mean().detach(), self.pl_decay)
+        G.pl_mean.copy_(pl_mean)
+        return (lengths - pl_mean).square().mean()
+
+    def d_regularize(self, real, step):
+        if self.cfg.r1_gamma <= 0 or step % self.cfg.r1_interval != 0:
+            return None, {}
+        r1 = r1_penalty(self.run_D, real)
+        total = r1 * (self.cfg.r1_gamma / 2 * self.cfg.r1_interval)
+        return total, {"D_r1": r1.detach(), "D_reg": total.detach()}
+
+
+def r1_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+    """``E_x ||grad_x D(x)||^2`` over the batch (the R1 penalty before its ``gamma / 2``)."""
+    x = real.detach().requires_grad_(True)
+    logits = D(x)
+    (grad,) = torch.autograd.grad(logits.float().sum(), x, create_graph=True)
+    return grad.float().square().sum(dim=[1, 2, 3]).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# registry
+# ---------------------------------------------------------------------------------------------
+@MODELS.register("stylegan2")
+def build_stylegan2(cfg, *, channels: int, num_labels: int, resolution: int) -> GANPair:
+    """``cfg: ModelConfig``. Uses latent_dim (z), w_dim, mapping_layers, channel_max, style_mixing, truncation."""
+    joint = channels + num_labels
+    G = StyleGAN2Generator(
+        z_dim=cfg.latent_dim,
+        w_dim=cfg.w_dim,
+        resolution=resolution,
+        out_channels=joint,
+        channel_max=cfg.channel_max,
+        mapping_layers=cfg.mapping_layers,
+        style_mixing=cfg.style_mixing,
+        truncation=cfg.truncation,
+    )
+    D = StyleGAN2Discriminator(resolution=resolution, in_channels=joint, channel_max=cfg.channel_max)
+    return GANPair(G=G, D=D)
+
+
+# Hyper-parameters of StyleGAN2-ADA's ``paper256`` config (Adam lr 0.0025, betas (0, 0.99), gamma 1,
+# lazy R1 every 16 D steps), a 256-d z as in its small-data configs.
+GANS.register("stylegan2")(
+    GANSpec(
+        model="stylegan2",
+        loss="stylegan2",
+        overrides={
+            "model.latent_dim": 256,
+            "lr": 0.0025,
+            "beta1": 0.0,
+            "beta2": 0.99,
+            "loss.r1_gamma": 1.0,
+            "loss.r1_interval": 16,
+        },
+    )
+)
+
+__all__ = [
+    "StyleGAN2Generator",
+    "StyleGAN2Discriminator",
+    "MappingNetwork",
+    "SynthesisNetwork",
+    "modulated_conv2d",
+    "minibatch_stddev",
+    "build_stylegan2",
+    "StyleGAN2Loss",
+    "AdaptiveAugment",
+    "r1_penalty",
+]

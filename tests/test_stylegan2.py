@@ -1,0 +1,502 @@
+"""StyleGAN2 in pure PyTorch: resampling ops, modulated conv, networks, loss (R1, path length, ADA), training.
+
+Also holds the helpers the SPADE tests share (``make_disk_set``, ``train_run``, ``assert_resume_exact``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medgan.augment import DiffAugment
+from medgan.config import ConfigError, LossConfig, ModelConfig
+from medgan.data.prepared import load_prepared, write_prepared
+from medgan.losses import LOSSES
+from medgan.models import GANS, MODELS
+from medgan.models.ops import (
+    blur2d,
+    conv2d_resample,
+    downsample2d,
+    setup_filter,
+    unwrap_module,
+    upfirdn2d,
+    upsample2d,
+)
+from medgan.models.stylegan2 import (
+    AdaptiveAugment,
+    StyleGAN2Generator,
+    StyleGAN2Loss,
+    minibatch_stddev,
+    modulated_conv2d,
+    r1_penalty,
+)
+
+torch.set_num_threads(2)
+
+TINY = ModelConfig(name="stylegan2", latent_dim=16, w_dim=16, mapping_layers=2, channel_max=8)
+TINY_SETS = ["model.channel_max=16", "model.w_dim=16", "model.latent_dim=16", "model.mapping_layers=2"]
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers (also imported by test_spade.py)
+# ---------------------------------------------------------------------------------------------
+def make_disk_set(out: Path, *, n: int = 16, size: int = 16, channels: int = 1, seed: int = 0) -> Path:
+    """A tiny prepared set: a bright disk (label 1) with a core (label 2) on a dark background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images = np.empty((n, channels, size, size), np.float32)
+    masks = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        cy, cx = rng.uniform(0.35 * size, 0.65 * size, 2)
+        r = rng.uniform(0.2 * size, 0.3 * size)
+        d = np.hypot(yy - cy, xx - cx)
+        masks[i][d < r] = 1
+        masks[i][d < 0.5 * r] = 2
+        images[i] = np.where(d < r, 0.5, -0.7) + rng.normal(0, 0.05, (channels, size, size))
+    patients = [f"p{i // 4}" for i in range(n)]
+    meta = {
+        "name": "disks", "modality": "synthetic", "labels": {"0": "background", "1": "disk", "2": "core"},
+        "source": "phantom", "splits": {"train": sorted(set(patients))}, "normalisation": "none",
+        "inputs_sha256": "synthetic",
+    }
+    return write_prepared(out, images=images.clip(-1, 1), masks=masks, patients=patients, meta=meta)
+
+
+def train_run(data: Path, out: Path, gan: str, kimg: float, sets: list[str], *, resume: bool = False,
+              grid: int = 4) -> Path:
+    from medgan.train import make_config, run_training
+
+    cfg = make_config(out=out, data=data, gan=gan, kimg=kimg, batch=4, resume=resume,
+                      overrides=["tick_kimg=0.008", "snapshot_kimg=1", f"grid={grid}", "deterministic=true", *sets])
+    return run_training(cfg, resume=resume, progress=False)
+
+
+def assert_resume_exact(data: Path, tmp: Path, gan: str, sets: list[str], kimg: float = 0.008) -> dict:
+    """2N steps in one run == N steps, a new process state, and N more from checkpoint-last.pt: bit-identical."""
+    from medgan.train import load_checkpoint, run_status
+
+    # grid=0: the trainer draws its sample grid inside preserved_rng() but captures the checkpoint's RNG
+    # after it, and StyleGAN2's noise inputs consume that RNG while sampling (reported to the trainer).
+    full = train_run(data, tmp / "full", gan, 2 * kimg, sets, grid=0)
+    half = train_run(data, tmp / "half", gan, kimg, sets, grid=0)
+    torch.manual_seed(12345)  # a different process-level RNG state: resume must restore its own
+    train_run(data, half, gan, 2 * kimg, sets, resume=True, grid=0)
+    a = load_checkpoint(full / "checkpoint-last.pt")
+    b = load_checkpoint(half / "checkpoint-last.pt")
+    assert run_status(full)["status"] == run_status(half)["status"] == "finished"
+    assert a["step"] == b["step"] > 0
+    for net in ("G", "D", "G_ema"):
+        assert a[net].keys() == b[net].keys()
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), f"{net}.{k} differs after resume"
+    return a
+
+
+def finite_stats(run_dir: Path) -> list[dict]:
+    from medgan.train import read_stats, run_status
+
+    assert run_status(run_dir)["status"] == "finished", run_status(run_dir)
+    stats = read_stats(run_dir)
+    assert stats
+    for line in stats:
+        for k, v in line.items():
+            if isinstance(v, float):
+                assert math.isfinite(v), (k, v)
+            assert v is not None or k in ("D_gap_min",), (k, line)
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# resampling ops
+# ---------------------------------------------------------------------------------------------
+F64 = setup_filter().double()
+
+
+def test_filter_is_normalised_binomial():
+    f = setup_filter()
+    assert f.shape == (4, 4)
+    assert torch.allclose(f, torch.outer(torch.tensor([1.0, 3, 3, 1]), torch.tensor([1.0, 3, 3, 1])) / 64)
+
+
+@pytest.mark.parametrize("op,scale", [(upsample2d, 2.0), (downsample2d, 0.5), (blur2d, 1.0)])
+def test_constant_image_stays_constant(op, scale):
+    x = torch.full((2, 3, 16, 16), 0.7, dtype=torch.float64)
+    y = op(x, F64)
+    assert y.shape == (2, 3, int(16 * scale), int(16 * scale))
+    m = 3  # the zero padding reaches at most the filter's support into the image
+    assert torch.allclose(y[..., m:-m, m:-m], torch.full_like(y[..., m:-m, m:-m], 0.7), atol=1e-12)
+    assert not torch.allclose(y, torch.full_like(y, 0.7))  # the border does see the zero padding
+
+
+def test_upsample_is_zero_insertion_then_filter():
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    z = torch.zeros(1, 2, 10, 10, dtype=torch.float64)
+    z[..., ::2, ::2] = x
+    ref = F.conv2d(F.pad(z, [2, 1, 2, 1]), (F64 * 4)[None, None].repeat(2, 1, 1, 1), groups=2)
+    assert torch.allclose(upsample2d(x, F64), ref, atol=1e-12)
+
+
+def test_negative_padding_crops():
+    x = torch.arange(36.0).reshape(1, 1, 6, 6)
+    delta = torch.ones(1, 1)
+    assert torch.equal(upfirdn2d(x, delta, pad=(-1, -2, -2, 0)), x[..., 2:, 1:4])
+
+
+def test_conv2d_resample_matches_resample_then_conv():
+    """Up: transposed conv + blur == blur-upsample then conv (flipped kernel); down: blur + strided conv ==
+    conv then blur-downsample. Equal away from the border (where the zero padding sits differently)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    w = torch.randn(5, 3, 3, 3, dtype=torch.float64)
+    up = conv2d_resample(x, w, F64, up=2, padding=1)
+    ref = F.conv2d(upsample2d(x, F64), w.flip([2, 3]), padding=1)
+    assert up.shape == ref.shape == (2, 5, 16, 16)
+    assert torch.allclose(up[..., 2:-2, 2:-2], ref[..., 2:-2, 2:-2], atol=1e-10)
+    down = conv2d_resample(x, w, F64, down=2, padding=1)
+    ref = downsample2d(F.conv2d(x, w, padding=1), F64)
+    assert down.shape == ref.shape == (2, 5, 4, 4)
+    assert torch.allclose(down[..., 1:-1, 1:-1], ref[..., 1:-1, 1:-1], atol=1e-10)
+    w1 = torch.randn(5, 3, 1, 1, dtype=torch.float64)
+    assert torch.allclose(conv2d_resample(x, w1, F64, down=2), downsample2d(F.conv2d(x, w1), F64), atol=1e-10)
+
+
+def test_grouped_transposed_conv_equals_per_group():
+    torch.manual_seed(1)
+    x = torch.randn(1, 2 * 3, 6, 6, dtype=torch.float64)
+    w = torch.randn(2 * 4, 3, 3, 3, dtype=torch.float64)
+    grouped = conv2d_resample(x, w, F64, up=2, padding=1, groups=2)
+    parts = [conv2d_resample(x[:, 3 * g : 3 * g + 3], w[4 * g : 4 * g + 4], F64, up=2, padding=1) for g in range(2)]
+    assert torch.allclose(grouped, torch.cat(parts, 1), atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------
+# modulated convolution
+# ---------------------------------------------------------------------------------------------
+def reference_modconv(x, weight, styles, *, demodulate, up, padding):
+    """One explicit weight per sample, one F.conv2d (or the up path) per sample."""
+    outs = []
+    for n in range(x.shape[0]):
+        w = weight * styles[n].reshape(1, -1, 1, 1)
+        if demodulate:
+            w = w / torch.sqrt((w**2).sum(dim=[1, 2, 3], keepdim=True) + 1e-8)
+        xn = x[n : n + 1]
+        if up == 1:
+            outs.append(F.conv2d(xn, w, padding=padding))
+        else:
+            outs.append(conv2d_resample(xn, w, setup_filter(), up=up, padding=padding))
+    return torch.cat(outs)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("demodulate", [True, False])
+@pytest.mark.parametrize("up", [1, 2])
+def test_modulated_conv_equals_per_sample_reference(fused, demodulate, up):
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 8, 8)
+    weight = torch.randn(5, 4, 3, 3)
+    styles = torch.randn(3, 4)
+    out = modulated_conv2d(x, weight, styles, demodulate=demodulate, fused=fused, up=up, padding=1,
+                           resample_filter=setup_filter())
+    ref = reference_modconv(x, weight, styles, demodulate=demodulate, up=up, padding=1)
+    assert out.shape == (3, 5, 8 * up, 8 * up)
+    assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5), (out - ref).abs().max()
+
+
+def test_demodulation_gives_unit_output_variance():
+    """With unit-variance iid input, a demodulated conv's output has unit variance whatever the style."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 32, 32)
+    styles = torch.tensor([[0.1] * 64, [30.0] * 64])
+    y = modulated_conv2d(x, torch.randn(8, 64, 3, 3), styles, fused=False, padding=1)
+    std = y[..., 1:-1, 1:-1].std(dim=[1, 2, 3])
+    assert torch.allclose(std, torch.ones(2), atol=0.05), std
+
+
+# ---------------------------------------------------------------------------------------------
+# networks
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("resolution", [64, 128, 256])
+def test_shapes_and_channel_counts(channels, resolution):
+    K = 4
+    torch.manual_seed(0)
+    pair = MODELS["stylegan2"](TINY, channels=channels, num_labels=K, resolution=resolution)
+    G, D = pair.G, pair.D
+    assert G.z_dim == 16 and G.conditional is False
+    assert G.num_ws == 2 * int(math.log2(resolution)) - 2
+    z = torch.randn(2, G.z_dim)
+    joint = G(z)
+    assert joint.shape == (2, channels + K, resolution, resolution)
+    logits, feats = D(joint, return_features=True)
+    assert logits.shape == (2,) and torch.isfinite(logits).all()
+    assert len(feats) == int(math.log2(resolution)) - 2 + 1
+    G.eval()
+    sample = G(z)
+    assert sample.shape == joint.shape and sample.min() >= -1 and sample.max() <= 1
+
+
+def test_bad_resolution_is_an_error():
+    with pytest.raises(ValueError, match="power-of-two"):
+        MODELS["stylegan2"](TINY, channels=1, num_labels=2, resolution=48)
+
+
+def test_fused_and_unfused_synthesis_agree():
+    torch.manual_seed(0)
+    G = MODELS["stylegan2"](TINY, channels=1, num_labels=3, resolution=16).G.eval()
+    ws = G.sample_ws(torch.randn(3, 16))
+    torch.manual_seed(1)
+    a = G.synthesis(ws, fused=True)
+    torch.manual_seed(1)
+    b = G.synthesis(ws, fused=False)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_truncation_and_w_avg():
+    torch.manual_seed(0)
+    G = MODELS["stylegan2"](TINY, channels=1, num_labels=2, resolution=16).G
+    z = torch.randn(8, 16)
+    G.train()
+    G(z)  # one training forward moves w_avg toward the batch mean of w
+    w_avg = G.mapping.w_avg.clone()
+    assert w_avg.abs().sum() > 0
+    G.eval()
+    ws0 = G.sample_ws(z, truncation_psi=0.0)
+    assert torch.allclose(ws0, w_avg.expand_as(ws0))
+    ws1 = G.sample_ws(z, truncation_psi=1.0)
+    ws_half = G.sample_ws(z, truncation_psi=0.5)
+    assert torch.allclose(ws_half, 0.5 * (ws1 + w_avg), atol=1e-6)
+    assert torch.equal(G.mapping.w_avg, w_avg)  # eval never moves it
+
+
+def test_style_mixing_only_in_training():
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(z_dim=8, w_dim=8, resolution=16, out_channels=3, channel_max=8, mapping_layers=2,
+                           style_mixing=1.0)
+    z = torch.randn(16, 8)
+    G.train()
+    ws = G.sample_ws(z)
+    distinct = [(ws[i] - ws[i, :1]).abs().amax(dim=1).gt(0).any().item() for i in range(16)]
+    assert all(distinct)  # with probability 1 every sample switches to a second w at some layer >= 1
+    assert torch.equal(ws[:, 0], G.mapping(z, update_w_avg=False)[:, 0])
+    G.eval()
+    ws = G.sample_ws(z)
+    assert torch.equal(ws, ws[:, :1].expand_as(ws))
+
+
+def test_minibatch_stddev_value_and_groups():
+    x = torch.randn(6, 4, 2, 2)
+    y = minibatch_stddev(x, group_size=4)  # 6 is not divisible by 4: groups of 3
+    assert y.shape == (6, 5, 2, 2)
+    g0 = x[[0, 2, 4]]  # reshape(G, -1, ...) puts samples 0, 2, 4 in one group
+    expected = (g0.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
+    assert torch.allclose(y[0, 4], expected.expand(2, 2), atol=1e-6)
+    assert torch.equal(y[:, :4], x)
+
+
+def test_deepcopy_channels_last_and_ema_friendly():
+    torch.manual_seed(0)
+    pair = MODELS["stylegan2"](TINY, channels=1, num_labels=2, resolution=16)
+    G_ema = copy.deepcopy(pair.G).eval()
+    for p, q in zip(pair.G.parameters(), G_ema.parameters(), strict=True):
+        assert torch.equal(p, q) and p.data_ptr() != q.data_ptr()
+    x = torch.randn(4, 3, 16, 16)
+    D_cl = copy.deepcopy(pair.D).to(memory_format=torch.channels_last)
+    assert torch.allclose(pair.D(x), D_cl(x.contiguous(memory_format=torch.channels_last)), atol=1e-5)
+    z = torch.randn(2, 16)
+    G_cl = copy.deepcopy(G_ema).to(memory_format=torch.channels_last)
+    assert torch.allclose(G_ema(z), G_cl(z), atol=1e-5)  # noise_strength is 0 at init: deterministic
+
+
+def test_bf16_autocast_forward_backward():
+    torch.manual_seed(0)
+    pair = MODELS["stylegan2"](TINY, channels=1, num_labels=2, resolution=16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = pair.D(pair.G(torch.randn(4, 16)))
+    logits.float().mean().backward()
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    assert all(torch.isfinite(p.grad).all() for p in pair.G.parameters() if p.grad is not None)
+
+
+def test_equalised_lr_mapping_uses_lr_multiplier():
+    G = MODELS["stylegan2"](TINY, channels=1, num_labels=2, resolution=16).G
+    fc = G.mapping.layers[0]
+    assert fc.weight_gain == pytest.approx(0.01 / math.sqrt(16))
+    assert fc.weight.std().item() == pytest.approx(100, rel=0.2)  # stored N(0, 1) / lr_mul
+
+
+# ---------------------------------------------------------------------------------------------
+# the loss
+# ---------------------------------------------------------------------------------------------
+class LinearD(nn.Module):
+    """D(x) = <w, x> per sample, so grad_x D = w and R1 = gamma/2 ||w||^2 exactly."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(*shape))
+        self.register_buffer("ada_p", torch.zeros([]))
+
+    def forward(self, x, return_features=False):
+        logits = (x * self.w).sum(dim=[1, 2, 3])
+        return (logits, [x]) if return_features else logits
+
+
+class ConstG(nn.Module):
+    conditional = False
+    z_dim = 2
+
+    def __init__(self, fake):
+        super().__init__()
+        self.fake = nn.Parameter(fake)
+
+    def forward(self, z, mask_onehot=None):
+        return self.fake * 1.0
+
+
+def make_loss(D, fake=None, **cfg):
+    fake = torch.zeros(2, 3, 4, 4) if fake is None else fake
+    kw = {k: cfg.pop(k) for k in ("augment_pipe", "ada_target") if k in cfg}
+    return StyleGAN2Loss(LossConfig(name="stylegan2", **cfg), ConstG(fake), D, channels=1, num_labels=2, **kw)
+
+
+def test_r1_equals_closed_form_on_linear_D():
+    torch.manual_seed(0)
+    D = LinearD((3, 4, 4))
+    real = torch.randn(5, 3, 4, 4)
+    assert r1_penalty(D, real).item() == pytest.approx(D.w.pow(2).sum().item(), rel=1e-6)
+    loss = make_loss(D, r1_gamma=2.5, r1_interval=4)
+    total, terms = loss.d_regularize(real, step=8)
+    assert total.item() == pytest.approx(4 * 2.5 / 2 * D.w.pow(2).sum().item(), rel=1e-6)
+    assert terms["D_r1"].item() == pytest.approx(D.w.pow(2).sum().item(), rel=1e-6)
+    total.backward()  # R1's gradient flows into D: d/dw (c ||w||^2) = 2 c w
+    assert torch.allclose(D.w.grad, 2 * (4 * 2.5 / 2) * D.w.detach(), rtol=1e-5)
+    assert loss.d_regularize(real, step=9) == (None, {})
+    assert make_loss(D, r1_gamma=0.0).d_regularize(real, step=0) == (None, {})
+
+
+def test_logistic_losses_on_fixed_logits():
+    def softplus(v):
+        return math.log1p(math.exp(v))
+
+    D = LinearD((3, 4, 4))
+    with torch.no_grad():
+        D.w.zero_()
+        D.w[0, 0, 0] = 1.0
+    real = torch.zeros(2, 3, 4, 4)
+    real[:, 0, 0, 0] = torch.tensor([2.0, -1.0])
+    fake = torch.zeros(2, 3, 4, 4)
+    fake[:, 0, 0, 0] = torch.tensor([0.5, -3.0])
+    loss = make_loss(D, fake)
+    d_total, d_terms = loss.d_loss(real, torch.zeros(2, 2))
+    expect_d = (softplus(0.5) + softplus(-3.0)) / 2 + (softplus(-2.0) + softplus(1.0)) / 2
+    assert d_total.item() == pytest.approx(expect_d, rel=1e-6)
+    assert d_terms["D_real"].item() == pytest.approx(0.5) and d_terms["D_fake"].item() == pytest.approx(-1.25)
+    g_total, _ = loss.g_loss(real, torch.zeros(2, 2))
+    assert g_total.item() == pytest.approx((softplus(-0.5) + softplus(3.0)) / 2, rel=1e-6)
+
+
+def test_label_smoothing_is_rejected():
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        make_loss(LinearD((3, 4, 4)), label_smoothing=0.1)
+
+
+def test_path_length_penalty_runs_lazily_and_tracks_mean():
+    torch.manual_seed(0)
+    pair = MODELS["stylegan2"](TINY, channels=1, num_labels=2, resolution=16)
+    loss = StyleGAN2Loss(LossConfig(name="stylegan2", pl_weight=2.0), pair.G, pair.D, channels=1, num_labels=2)
+    real, z = torch.randn(4, 3, 16, 16), torch.randn(4, 16)
+    total, terms = loss.g_loss(real, z, step=4)
+    assert "G_pl" in terms and math.isfinite(terms["G_pl"].item())
+    assert pair.G.pl_mean.item() > 0  # the EMA of the path lengths started moving from 0
+    assert total.item() == pytest.approx(terms["G_adv"].item() + 2.0 * 4 * terms["G_pl"].item(), rel=1e-5)
+    total.backward()
+    assert pair.G.mapping.layers[0].weight.grad is not None
+    before = pair.G.pl_mean.clone()
+    _, terms = loss.g_loss(real, z, step=5)  # not a multiple of pl_interval: no penalty, no update
+    assert "G_pl" not in terms and torch.equal(pair.G.pl_mean, before)
+
+
+def test_adaptive_augment_probability():
+    x = torch.randn(64, 3, 8, 8)
+    pipe = DiffAugment("translation,cutout", channels=1)
+    p = torch.zeros([])
+    ada = AdaptiveAugment(pipe, p)
+    assert torch.equal(ada(x), x)  # p = 0: nothing augmented
+    p.fill_(1.0)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(ada(x, generator=g1), pipe(x, generator=g2))  # p = 1: all augmented
+    p.fill_(0.5)
+    changed = (ada(x) != x).flatten(1).any(1).float().mean().item()
+    assert 0.2 < changed < 0.8
+
+
+def test_ada_moves_p_toward_target():
+    D = LinearD((3, 4, 4))
+    real = torch.ones(8, 3, 4, 4)
+    with torch.no_grad():
+        D.w.fill_(1.0)  # D(real) > 0 for every real: r_t = 1 > target -> more augmentation
+    loss = make_loss(D, augment_pipe=DiffAugment("translation", channels=1), ada_target=0.6)
+    assert isinstance(loss.augment_pipe, AdaptiveAugment)
+    _, terms = loss.d_loss(real, torch.zeros(8, 2))
+    step = 8 / (loss.ada_kimg * 1000)
+    assert terms["ada_rt"].item() == 1.0
+    assert D.ada_p.item() == pytest.approx(step)
+    with torch.no_grad():
+        D.w.fill_(-1.0)  # r_t = -1 < target -> less, clamped at 0
+    loss.d_loss(real, torch.zeros(8, 2))
+    loss.d_loss(real, torch.zeros(8, 2))
+    assert D.ada_p.item() == 0.0
+
+
+def test_ada_without_augmentations_is_a_config_error():
+    with pytest.raises(ConfigError, match="diffaugment"):
+        make_loss(LinearD((3, 4, 4)), ada_target=0.6)
+
+
+def test_registries_and_gan_defaults():
+    assert "stylegan2" in MODELS and "stylegan2" in LOSSES
+    spec = GANS["stylegan2"]
+    assert (spec.model, spec.loss) == ("stylegan2", "stylegan2")
+    assert spec.overrides["loss.r1_gamma"] > 0
+
+
+def test_unwrap_module_sees_through_compile():
+    G = MODELS["stylegan2"](TINY, channels=1, num_labels=2, resolution=16).G
+    assert unwrap_module(torch.compile(G)) is G
+    assert unwrap_module(G) is G
+
+
+# ---------------------------------------------------------------------------------------------
+# through the trainer
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def disk_set(tmp_path_factory) -> Path:
+    return make_disk_set(tmp_path_factory.mktemp("sg2") / "disks")
+
+
+def test_trains_without_nan_and_generates_a_prepared_set(disk_set, tmp_path):
+    from medgan.generate import generate
+
+    run = train_run(disk_set, tmp_path / "run", "stylegan2", 0.016,
+                    [*TINY_SETS, "loss.pl_weight=2", "loss.r1_interval=2"])
+    stats = finite_stats(run)
+    assert {"D_r1", "G_pl", "G_adv", "D_adv"} <= set().union(*stats)
+    out = generate(run, 6, tmp_path / "gen", batch=4, progress=False)
+    ps = load_prepared(out)
+    images, masks = ps.load("train")
+    assert images.shape == (6, 1, 16, 16) and masks.shape == (6, 16, 16)
+    assert set(np.unique(masks)) <= {0, 1, 2} and np.abs(images).max() <= 1
+    assert ps.meta["source"] == "generated" and ps.meta["model"] == "stylegan2"
+    assert ps.meta["mask_source"] == "generator"
+
+
+def test_resume_is_exact_with_r1_and_path_length(disk_set, tmp_path):
+    sets = [*TINY_SETS, "loss.pl_weight=2", "loss.r1_interval=2", "aug.diffaugment=translation,cutout"]
+    state = assert_resume_exact(disk_set, tmp_path, "stylegan2", sets)
+    assert state["G"]["pl_mean"].item() != 0  # the regulariser's state was part of what resumed exactly
