@@ -251,6 +251,26 @@ def check_compatible(train: Sequence[PreparedSet], reference: PreparedSet, *, ot
             )
 
 
+def check_no_leak(train: Sequence[PreparedSet], held_out: Sequence[tuple[PreparedSet, str]]) -> None:
+    """Refuse a real training set whose ``train`` patients appear in a held-out (val/test) split of the same dataset.
+
+    Generated sets are skipped: their patient ids are sample ids, not people.
+    """
+    for ps in train:
+        if ps.source not in REAL_SOURCES:
+            continue
+        mine = set(ps.meta["splits"]["train"])
+        for other, split in held_out:
+            if other.name != ps.name:
+                continue
+            leaked = mine & set(other.meta["splits"][split])
+            if leaked:
+                raise _user_error(
+                    f"patients {sorted(leaked)[:5]} are in the train split of {ps.root} and in the {split} split of "
+                    f"{other.root}: the U-Net would be scored on patients it trained on"
+                )
+
+
 def _split_arrays(ps: PreparedSet, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     idx = ps.indices(split)
     if len(idx) == 0:
@@ -351,6 +371,7 @@ def train_unet(
     if val_set.source == "generated":
         raise _user_error(f"validation set {val_set.root} is a generated set; early stopping must watch a real val split")
     check_compatible(train_sets, val_set)
+    check_no_leak(train_sets, [(val_set, "val")])
     f = 2**cfg.depth
     if val_set.image_size % f:
         raise ConfigError(f"unet depth {cfg.depth} needs an image size divisible by {f}; {val_set.root} is {val_set.image_size}²")
@@ -374,6 +395,7 @@ def train_unet(
     # the whole (float16) training set on the device: no loader, no per-step host copies
     x_all = torch.from_numpy(train_images).to(device)
     y_all = torch.from_numpy(train_masks).to(device)
+    val_images = torch.from_numpy(val_images).to(device)
     n = len(x_all)
     steps = cfg.steps_per_epoch or max(1, math.ceil(n / cfg.batch))
 
@@ -615,6 +637,7 @@ def segment(
             raise _user_error(f"the {role} set {ps.root} is a generated set; Dice must be measured on a real set")
     train_sets = [load_prepared(d) for d in train_dirs]
     check_compatible(train_sets, test_set, others=[val_set])
+    check_no_leak(train_sets, [(test_set, "test"), (val_set, "val")])
     n_test = len(_split_arrays(test_set, "test")[0])
     n_val = len(_split_arrays(val_set, "val")[0])
     n_train = [len(_split_arrays(ps, "train")[0]) for ps in train_sets]

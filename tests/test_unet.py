@@ -168,6 +168,7 @@ def test_unet_learns_the_toy_set(trained, real):
     assert set(result["per_patient"]) == set(load_prepared(real).meta["splits"]["test"])
 
 
+@pytest.mark.slow  # ~8 s of CPU, but > 20 s wall when the 2 cores are shared
 def test_unet_learns_the_acdc_phantom(acdc_prepared, tmp_path):
     """Same check on the ACDC phantom through the real prepare path (64², 3 train patients, 1 val, 2 test)."""
     cfg = UNetConfig(depth=3, width=16, dropout=0.0, lr=3e-3, batch=8, max_epochs=8, patience=0, device="cpu")
@@ -255,6 +256,15 @@ def test_generated_sets_cannot_be_test_or_validation_sets(real, generated, tmp_p
         segment([real], generated, seeds=1, cfg=TINY, progress=False)
     with pytest.raises(UserError, match="generated"):
         train_unet([real], generated, TINY, tmp_path / "run", progress=False)
+
+
+def test_training_on_held_out_patients_is_refused(real, tmp_path):
+    # same dataset, but every patient (the test ones included) in its train split
+    leaky = write_cardiac(tmp_path / "leaky", all_train=True)
+    with pytest.raises(UserError, match="in the train split of .* and in the test split"):
+        segment([leaky], real, seeds=1, cfg=TINY, progress=False)
+    with pytest.raises(UserError, match="and in the val split"):
+        train_unet([leaky], real, TINY, tmp_path / "run", progress=False)
 
 
 def test_empty_training_split_is_refused(real, tmp_path):
