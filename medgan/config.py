@@ -163,6 +163,11 @@ class TrainConfig:
     channels_last: bool = True
     deterministic: bool = False
     split: str = "train"
+    gan: str = ""  # the GANS entry --gan applied (recorded; generate and the sweep read it)
+    resolution: int = 0  # 0 = the prepared set's image size; anything else must equal it
+    grid: int = 16  # image+mask pairs in each samples-<kimg>.png
+    saturate_loss: float = 1e-3  # D saturated: its adversarial loss below this at every step of a tick (0 = off)
+    saturate_gap: float = 30.0  # ... or mean D(real) - D(fake) logit gap above this at every step (0 = off)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     aug: AugConfig = field(default_factory=AugConfig)
@@ -174,6 +179,10 @@ class TrainConfig:
             raise ConfigError(f"device={self.device!r} is not auto, cpu or cuda[:N]")
         if self.batch < 1 or self.kimg <= 0:
             raise ConfigError("batch must be >= 1 and kimg > 0")
+        if self.tick_kimg <= 0 or self.snapshot_kimg <= 0 or self.metric_kimg < 0 or self.ema_kimg < 0:
+            raise ConfigError("tick_kimg and snapshot_kimg must be > 0, metric_kimg and ema_kimg >= 0")
+        if self.resolution < 0 or self.grid < 0:
+            raise ConfigError(f"resolution ({self.resolution}) and grid ({self.grid}) must be >= 0")
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,110 @@
+"""``medgan generate``: a trained run's G_ema -> a valid prepared set that every reader takes as is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_train_support import LABELS, TINY, make_discs, register_conditional
+
+from medgan.cli import main as cli_main
+from medgan.data.prepared import describe, load_prepared
+from medgan.generate import MASK_SOURCE_GENERATOR, MASK_SOURCE_WARPED, generate
+from medgan.train import load_checkpoint, make_config, run_training
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def discs(tmp_path_factory) -> Path:
+    return make_discs(tmp_path_factory.mktemp("data") / "discs")
+
+
+@pytest.fixture(scope="module")
+def run(discs, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "dcgan-run"
+    run_training(make_config(data=discs, out=out, gan="dcgan", kimg=0.032, batch=8, overrides=TINY), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cond_run(discs, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "cond-run"
+    cfg = make_config(data=discs, out=out, gan="hinge", kimg=0.016, batch=8, overrides=[*TINY, f"model.name={register_conditional()}"])
+    run_training(cfg, progress=False)
+    return out
+
+
+def test_generate_writes_a_valid_prepared_set(run, discs, tmp_path):
+    out = generate(run, 10, tmp_path / "gen", batch=4, seed=3, progress=False)
+    ps = load_prepared(out)
+    real = load_prepared(discs)
+    assert len(ps) == 10 and ps.source == "generated"
+    assert ps.images.shape == (10, 1, 16, 16) and ps.images.dtype == np.float16 and ps.masks.dtype == np.uint8
+    assert ps.labels == LABELS and ps.meta["modality"] == real.meta["modality"] and ps.channels == real.channels
+    assert set(np.unique(ps.masks).tolist()) <= {0, 1, 2}
+    assert float(np.abs(ps.images.astype(np.float32)).max()) <= 1.0
+    assert list(ps.patients) == [f"gen-{i:06d}" for i in range(10)]
+    assert ps.meta["splits"]["train"] == list(ps.patients) and ps.meta["counts"] == {"train": 10, "val": 0, "test": 0}
+    info = json.loads((run / "config.json").read_text())
+    m = ps.meta
+    assert m["run_id"] == run.name and m["config_hash"] == info["config_hash"] and m["gan"] == "dcgan"
+    assert m["checkpoint"] == "checkpoint-last.pt" and m["checkpoint_kimg"] == load_checkpoint(run / "checkpoint-last.pt")["nimg"] / 1000
+    assert m["mask_source"] == MASK_SOURCE_GENERATOR and m["seed"] == 3
+    assert "generated" in describe(ps)
+
+
+def test_generate_matches_g_ema_and_does_not_depend_on_batch(run, tmp_path):
+    from medgan.data.prepared import split_joint
+    from medgan.generate import load_generator
+
+    a = load_prepared(generate(run, 7, tmp_path / "a", batch=2, seed=1, progress=False))
+    b = load_prepared(generate(run, 7, tmp_path / "b", batch=7, seed=1, progress=False))
+    c = load_prepared(generate(run, 7, tmp_path / "c", batch=7, seed=2, progress=False))
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.masks, b.masks)
+    assert not np.array_equal(a.images, c.images)
+    # the stored pairs are G_ema(z) with z ~ N(0, 1) from the seed, mask = argmax of the mask channels
+    G, *_ = load_generator(run)
+    with torch.no_grad():
+        joint = G(torch.randn(7, G.z_dim, generator=torch.Generator().manual_seed(1)))
+    image, mask = split_joint(joint, 1)
+    np.testing.assert_array_equal(a.masks, mask.numpy())
+    np.testing.assert_allclose(a.images.astype(np.float32), image.numpy(), atol=1e-3)
+
+
+def test_generate_refuses_to_overwrite(run, tmp_path):
+    out = tmp_path / "gen"
+    generate(run, 3, out, progress=False)
+    before = (out / "images.npy").read_bytes()
+    with pytest.raises(FileExistsError):
+        generate(run, 3, out, seed=5, progress=False)
+    assert (out / "images.npy").read_bytes() == before
+    generate(run, 3, out, seed=5, overwrite=True, progress=False)
+    assert (out / "images.npy").read_bytes() != before
+
+
+def test_conditional_run_draws_warped_training_masks(cond_run, discs, tmp_path):
+    ps = load_prepared(generate(cond_run, 12, tmp_path / "gen", batch=5, progress=False))
+    assert ps.meta["mask_source"] == MASK_SOURCE_WARPED
+    assert set(np.unique(ps.masks).tolist()) <= {0, 1, 2}
+    real_masks = load_prepared(discs).load("train")[1]
+    # warped, not copied: most generated masks are no training mask
+    copies = sum(any(np.array_equal(m, r) for r in real_masks) for m in ps.masks)
+    assert copies < 12 and (ps.masks > 0).any()
+
+
+def test_cli_generate_feeds_data_info(run, tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert cli_main(["generate", str(run), "--n", "5", "--out", str(out), "--batch", "2", "--seed", "4"]) == 0
+    assert cli_main(["data", "info", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "source: generated" in printed and run.name in printed
+    assert cli_main(["generate", str(run), "--n", "5", "--out", str(out)]) == 2  # exists
+    assert "already exists" in capsys.readouterr().err
+    assert cli_main(["generate", str(tmp_path / "nope"), "--n", "5", "--out", str(tmp_path / "x")]) == 2
+    assert cli_main(["generate", str(run), "--n", "5", "--out", str(tmp_path / "y"), "--checkpoint", "best-fid"]) == 2
+    assert "best-fid" in capsys.readouterr().err
