@@ -116,16 +116,17 @@ def _run_cases(dataset: str, jobs: list[tuple], work: Callable[..., None], progr
                 raise
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> np.ndarray:
-    """Zero-mean, unit-std random field with features about ``scale`` pixels across (cubic upsampling)."""
-    coarse = tuple(max(2, math.ceil(s / scale)) + 3 for s in shape)
-    field = rng.standard_normal(coarse)
-    zoom = tuple((c - 3) / max(1, (c - 3)) * scale for c in coarse)
-    big = ndimage.zoom(field, zoom, order=3, mode="nearest")
-    big = big[tuple(slice(0, s) for s in shape)]
-    if big.shape != tuple(shape):  # zoom rounding: pad by edge
-        big = np.pad(big, [(0, s - b) for s, b in zip(shape, big.shape, strict=True)], mode="edge")
-    big -= big.mean()
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np.ndarray:
+    """Zero-mean, unit-std 2-D random field ``[H, W]`` float32 with features about ``scale`` pixels across."""
+    from PIL import Image
+
+    h, w = shape
+    scale = max(float(scale), 1.0)
+    ch, cw = math.ceil(h / scale) + 2, math.ceil(w / scale) + 2
+    coarse = rng.standard_normal((ch, cw), dtype=np.float32)
+    size = (math.ceil(cw * scale), math.ceil(ch * scale))  # >= (w, h) + one cell: crop the edges away
+    big = np.asarray(Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC))
+    big = big[:h, :w] - big[:h, :w].mean()
     return big / (big.std() + 1e-12)
 
 
@@ -457,7 +458,7 @@ def write_mhd(mhd_path: Path, volume: np.ndarray, spacing_xyz: tuple[float, floa
 
 
 class _Tube:
-    """A vessel or bowel loop: a circle whose centre drifts linearly along z (mm)."""
+    """A vessel or bowel loop: a circle whose centre drifts linearly along z (mm) from ``z0`` to ``z1``."""
 
     def __init__(self, x0: float, y0: float, dxdz: float, dydz: float, r: float, z0: float, z1: float):
         self.x0, self.y0, self.dxdz, self.dydz, self.r, self.z0, self.z1 = x0, y0, dxdz, dydz, r, z0, z1
@@ -465,7 +466,7 @@ class _Tube:
     def at(self, zmm: float) -> tuple[float, float] | None:
         if not self.z0 <= zmm <= self.z1:
             return None
-        return self.x0 + self.dxdz * zmm, self.y0 + self.dydz * zmm
+        return self.x0 + self.dxdz * (zmm - self.z0), self.y0 + self.dydz * (zmm - self.z0)
 
 
 def _sliver_volume(rng: np.random.Generator, matrix: int) -> dict:
@@ -500,8 +501,10 @@ def _sliver_volume(rng: np.random.Generator, matrix: int) -> dict:
     spleen = (u(70, 90), sy - u(25, 45), u(0.5, 0.6), u(0.9, 1.0))
     stomach = (u(30, 60), ty - u(25, 45), u(0.5, 0.62), u(0.9, 1.0))
     gall = (u(0.25, 0.45), u(0.35, 0.5))  # position along the liver's width, z fraction
-    bowel = [_Tube(u(-90, 90), ty + u(-60, 20), u(-0.3, 0.3), u(-0.2, 0.2), u(7, 16), 0.0, u(0.3, 0.6) * zext)
-             for _ in range(int(rng.integers(6, 12)))]
+    bowel = []
+    for _ in range(int(rng.integers(8, 16))):  # loops crossing the slices obliquely, in the lower abdomen
+        z0 = u(0.0, 0.5) * zext
+        bowel.append(_Tube(u(-90, 90), ty + u(-60, 20), u(-0.6, 0.6), u(-0.4, 0.4), u(7, 16), z0, z0 + u(15, 60)))
     bowel_fill = [float(rng.choice([-900.0, 15.0, 60.0])) for _ in bowel]
     rib_angles = np.sort(u(-np.pi, np.pi, size=int(rng.integers(9, 14))))
     fields = [_smooth_noise(rng, grid.shape, 40.0 / sp * s).astype(np.float32) for s in (1.0, 0.4)]
@@ -516,7 +519,8 @@ def _sliver_volume(rng: np.random.Generator, matrix: int) -> dict:
         zn = (z / max(1, nz - 1) - lz0) / (lz1 - lz0)
         if not 0 < zn < 1:
             continue
-        s = math.sin(math.pi * zn**1.6) ** 0.45  # long taper caudally, rounded dome cranially
+        q = zn**1.6  # the widest section at zn ~ 0.65: a long taper caudally, a rounded dome cranially
+        s = math.sin(math.pi * q) ** (0.45 if q < 0.5 else 0.8)
         left_lobe = float(np.clip((zn - 0.35) / 0.35, 0, 1))
         x_min = -inner_a
         x_tip = x_min + L * s * (0.45 + 0.55 * left_lobe)
@@ -651,12 +655,15 @@ IDRID_SPLITS = {"train": "a. Training Set", "test": "b. Testing Set"}
 
 
 def _vessel_tree(rng: np.random.Generator, start: tuple[float, float], angle: float, width: float, bend: float,
-                 step: float, inside: Callable[[float, float], bool]) -> list[tuple[float, float, float, float, float]]:
+                 step: float, inside: Callable[[float, float], bool],
+                 avoid: tuple[float, float, float]) -> list[tuple[float, float, float, float, float]]:
     """Grow a branching vessel from ``start``: a list of segments (x0, y0, x1, y1, width).
 
     The direction changes smoothly (a random walk on the curvature) on top of a bend that fades with distance,
-    so the arcades curve around the macula and then run straight toward the periphery.
+    so the arcades curve around the macula and then run straight toward the periphery. Vessels heading into
+    the circle ``avoid`` (x, y, radius: the macula) are turned away from its centre.
     """
+    ax, ay, ar = avoid
     segs = []
     stack = [(start[0], start[1], angle, width, bend, 0)]
     min_w = max(0.8, step / 7)
@@ -667,6 +674,10 @@ def _vessel_tree(rng: np.random.Generator, start: tuple[float, float], angle: fl
             curv = 0.85 * curv + rng.normal(0, 0.012)
             a += b + curv
             b *= 0.975
+            vx, vy = x0 - ax, y0 - ay
+            dist = math.hypot(vx, vy)
+            if dist < ar and vx * math.cos(a) + vy * math.sin(a) < 0:  # heading inward: turn toward outward
+                a += 0.12 * (1 - dist / ar) * math.copysign(1.0, math.cos(a) * vy - math.sin(a) * vx)
             x1, y1 = x0 + step * math.cos(a), y0 + step * math.sin(a)
             if not inside(x1, y1):
                 break
@@ -699,42 +710,50 @@ def _idrid_image(rng: np.random.Generator, width: int, height: int) -> tuple[np.
         f = (0.9 * R - 0.6 * dd) / dist
         dx, dy = cx + (dx - cx) * f, cy + (dy - cy) * f
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+
+    def window(px: float, py: float, r: float) -> tuple[slice, slice]:  # local work for local features
+        return (slice(max(0, int(py - r)), max(0, min(height, int(py + r) + 2))),
+                slice(max(0, int(px - r)), max(0, min(width, int(px + r) + 2))))
+
     r = np.hypot(xx - cx, yy - cy) / R
     fundus = np.clip((1 - r) * R / (1.5 * k) + 0.5, 0, 1)  # soft 1.5 px edge
     # Background: orange-red with choroidal texture, a darker periphery and a darker macula.
     base = np.array([u(0.72, 0.9), u(0.30, 0.42), u(0.10, 0.18)], np.float32)
-    tex = _smooth_noise(rng, (height, width), 10 * k).astype(np.float32)
-    tex2 = _smooth_noise(rng, (height, width), 90 * k).astype(np.float32)
+    tex = _smooth_noise(rng, (height, width), 10 * k)
+    tex2 = _smooth_noise(rng, (height, width), 90 * k)
     img = base[None, None, :] * (1 + 0.025 * tex[..., None] + 0.045 * tex2[..., None])
-    vignette = np.clip(1 - u(0.45, 0.65) * r**2.5, 0.15, 1)
-    img *= vignette[..., None]
-    dmac = np.hypot(xx - mx, yy - my)
-    macula = 1 - u(0.35, 0.5) * np.exp(-(dmac**2) / (2 * (0.55 * dd) ** 2))
-    img *= np.stack([macula**0.7, macula, macula], -1)
-    glow = np.exp(-(np.hypot(xx - dx, yy - dy) ** 2) / (2 * (0.9 * dd) ** 2))
-    img += 0.12 * glow[..., None] * np.array([1.0, 0.7, 0.4], np.float32)
+    img *= np.clip(1 - u(0.45, 0.65) * r**2.5, 0.15, 1)[..., None]  # vignetting
+    sl = window(mx, my, 2.5 * dd)
+    macula = 1 - u(0.35, 0.5) * np.exp(-((xx[sl] - mx) ** 2 + (yy[sl] - my) ** 2) / (2 * (0.55 * dd) ** 2))
+    img[sl] *= np.stack([macula**0.7, macula, macula], -1)
+    sl = window(dx, dy, 3 * dd)
+    glow = np.exp(-((xx[sl] - dx) ** 2 + (yy[sl] - dy) ** 2) / (2 * (0.9 * dd) ** 2))
+    img[sl] += 0.12 * glow[..., None] * np.array([1.0, 0.7, 0.4], np.float32)
     # Optic disc: yellow-white ellipse, brighter cup, soft rim.
     da, db = dd / 2 * u(0.92, 1.0), dd / 2 * u(1.0, 1.1)
-    ed = _ellipse(xx, yy, dx, dy, da, db, u(-0.2, 0.2))
+    sl = window(dx, dy, 0.8 * dd)
+    ed = _ellipse(xx[sl], yy[sl], dx, dy, da, db, u(-0.2, 0.2))
     alpha = np.clip((1 - ed) / 0.12 + 0.5, 0, 1)[..., None]
-    disc_col = np.array([1.0, u(0.78, 0.9), u(0.45, 0.6)], np.float32) * (1 + 0.05 * tex[..., None])
-    img = img * (1 - alpha) + alpha * disc_col
-    cup = np.clip((u(0.35, 0.55) - _ellipse(xx, yy, dx + side * 0.08 * dd, dy, da, db)) / 0.15, 0, 1)[..., None]
-    img = img * (1 - 0.8 * cup) + 0.8 * cup * np.array([1.0, 0.97, 0.85], np.float32)
-    mask = ed < 1
+    disc_col = np.array([1.0, u(0.78, 0.9), u(0.45, 0.6)], np.float32) * (1 + 0.05 * tex[sl][..., None])
+    img[sl] = img[sl] * (1 - alpha) + alpha * disc_col
+    cup = np.clip((u(0.35, 0.55) - _ellipse(xx[sl], yy[sl], dx + side * 0.08 * dd, dy, da, db)) / 0.15, 0, 1)[..., None]
+    img[sl] = img[sl] * (1 - 0.8 * cup) + 0.8 * cup * np.array([1.0, 0.97, 0.85], np.float32)
+    mask = np.zeros((height, width), bool)
+    mask[sl] = ed < 1
     # Vessels: arcades curving around the macula, nasal branches, arteries lighter than veins.
     step = 6 * k
 
     def inside(px: float, py: float) -> bool:  # in the fundus and out of the foveal avascular zone
         return math.hypot(px - cx, py - cy) < 0.985 * R and math.hypot(px - mx, py - my) > 0.3 * dd
 
+    avoid = (mx, my, 1.3 * dd)
     trees = {"vein": [], "artery": []}
     for kind, w0, da0 in (("vein", 8.5 * k, 0.12), ("artery", 6.5 * k, -0.12)):
         for up in (-1, 1):  # superior / inferior
             a_t = math.atan2(up * 1.0, side * u(0.25, 0.45)) + da0 * up
-            trees[kind] += _vessel_tree(rng, (dx, dy), a_t, w0, -up * side * u(0.025, 0.035), step, inside)
+            trees[kind] += _vessel_tree(rng, (dx, dy), a_t, w0, -up * side * u(0.025, 0.035), step, inside, avoid)
             a_n = math.atan2(up * u(0.3, 0.9), -side * 1.0) + da0
-            trees[kind] += _vessel_tree(rng, (dx, dy), a_n, w0 * 0.75, rng.normal(0, 0.01), step, inside)
+            trees[kind] += _vessel_tree(rng, (dx, dy), a_n, w0 * 0.75, rng.normal(0, 0.01), step, inside, avoid)
     for kind, tint in (("vein", (0.42, 0.2, 0.28)), ("artery", (0.8, 0.5, 0.55))):
         # Drawn at twice the size and box-filtered down: smooth, anti-aliased edges on thin vessels.
         layer = Image.new("L", (2 * width, 2 * height), 0)
@@ -757,18 +776,21 @@ def _idrid_image(rng: np.random.Generator, width: int, height: int) -> tuple[np.
         ex, ey = mx + u(-1, 1) * dd, my + u(-1, 1) * dd
         for _ in range(int(rng.integers(5, 40))):
             px, py = ex + rng.normal(0, 0.7 * dd), ey + rng.normal(0, 0.5 * dd)
-            rr = u(1.5, 5) * k
-            lesion = np.maximum(lesion, np.exp(-((xx - px) ** 2 + (yy - py) ** 2) / (2 * rr**2)))
+            rr = u(1.2, 4) * k
+            sl = window(px, py, 4 * rr)
+            blob = np.exp(-(((xx[sl] - px) ** 2 + (yy[sl] - py) ** 2) / (2 * rr**2)) ** 1.5)
+            lesion[sl] = np.maximum(lesion[sl], blob)
         img = img * (1 - lesion[..., None]) + lesion[..., None] * np.array([1.0, 0.88, 0.45], np.float32)
     if rng.random() < 0.5:
         for _ in range(int(rng.integers(2, 9))):
             ang, rad = u(0, 2 * np.pi), u(0.2, 0.85) * R
             px, py = cx + rad * math.cos(ang), cy + rad * math.sin(ang)
             rr = u(3, 10) * k
-            blot = np.exp(-(((xx - px) ** 2 + (yy - py) ** 2) / (2 * rr**2)) ** 2)[..., None]
-            img *= 1 - 0.65 * blot * (1 - np.array([0.55, 0.2, 0.25], np.float32))
+            sl = window(px, py, 3 * rr)
+            blot = np.exp(-(((xx[sl] - px) ** 2 + (yy[sl] - py) ** 2) / (2 * rr**2)) ** 2)[..., None]
+            img[sl] *= 1 - 0.65 * blot * (1 - np.array([0.55, 0.2, 0.25], np.float32))
     img *= u(0.9, 1.1)
-    img = img * fundus[..., None] + rng.normal(0, 0.008, img.shape).astype(np.float32)
+    img = img * fundus[..., None] + np.float32(0.008) * rng.standard_normal(img.shape, dtype=np.float32)
     rgb = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
     mask_rgb = np.zeros((height, width, 3), np.uint8)
     mask_rgb[..., 0] = np.where(mask, 255, 0)
@@ -804,12 +826,13 @@ def write_idrid(out: Path, n: int, seed: int, *, progress: bool = True, width: i
 _LABEL_COLOURS = np.array([[0, 0, 0], [0.2, 0.5, 1.0], [0.2, 0.9, 0.3], [1.0, 0.25, 0.2]])
 
 
-def _read_mhd_simple(path: Path) -> np.ndarray:
+def _read_mhd_simple(path: Path) -> tuple[np.ndarray, list[float]]:
     """Minimal MetaImage reader for the preview (the real reader lives in ``medgan.data.formats``)."""
     fields = dict(line.split(" = ", 1) for line in path.read_text().splitlines() if " = " in line)
     nx, ny, nz = (int(v) for v in fields["DimSize"].split())
     dtype = {"MET_SHORT": "<i2", "MET_UCHAR": "u1"}[fields["ElementType"]]
-    return np.fromfile(path.parent / fields["ElementDataFile"], dtype=dtype).reshape(nz, ny, nx)
+    volume = np.fromfile(path.parent / fields["ElementDataFile"], dtype=dtype).reshape(nz, ny, nx)
+    return volume, [float(v) for v in fields["ElementSpacing"].split()]
 
 
 def _overlay(gray: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -827,7 +850,7 @@ def preview_phantom(dataset: str, raw_dir: str | os.PathLike, png_path: str | os
     import matplotlib.pyplot as plt
 
     raw = Path(raw_dir)
-    panels: list[tuple[str, np.ndarray]] = []
+    panels: list[tuple] = []  # (title, RGB image, optional pixel aspect)
     if dataset == "acdc":
         import nibabel as nib
 
@@ -845,8 +868,8 @@ def preview_phantom(dataset: str, raw_dir: str | os.PathLike, png_path: str | os
         ncol = 6
     elif dataset == "sliver07":
         for mhd in sorted(raw.glob("liver-orig*.mhd"))[:cases]:
-            ct = _read_mhd_simple(mhd)
-            seg = _read_mhd_simple(mhd.with_name(mhd.name.replace("orig", "seg")))
+            ct, spacing = _read_mhd_simple(mhd)
+            seg, _ = _read_mhd_simple(mhd.with_name(mhd.name.replace("orig", "seg")))
             zs = np.flatnonzero(seg.any(axis=(1, 2)))
             zmax = int(np.argmax(seg.sum(axis=(1, 2))))
             for z in (zs[len(zs) // 5], zmax):
@@ -855,7 +878,7 @@ def preview_phantom(dataset: str, raw_dir: str | os.PathLike, png_path: str | os
                 panels.append((f"{mhd.stem} z{z} + liver", _overlay(gray, seg[z] * 3)))
             yc = int(np.argmax(seg.sum(axis=(0, 2))))
             cor = np.clip((ct[::-1, yc, :] + 160) / 400.0, 0, 1)
-            panels.append((f"{mhd.stem} coronal y{yc}", _overlay(cor, seg[::-1, yc, :] * 3)))
+            panels.append((f"{mhd.stem} coronal y{yc}", _overlay(cor, seg[::-1, yc, :] * 3), spacing[2] / spacing[0]))
         ncol = 5
     elif dataset == "idrid":
         from PIL import Image
@@ -879,8 +902,8 @@ def preview_phantom(dataset: str, raw_dir: str | os.PathLike, png_path: str | os
     fig, axes = plt.subplots(nrow, ncol, figsize=(3 * ncol, 3 * nrow), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (title, im) in zip(axes.flat, panels, strict=False):
-        ax.imshow(im, interpolation="nearest", aspect="equal")
+    for ax, (title, im, *aspect) in zip(axes.flat, panels, strict=False):
+        ax.imshow(im, interpolation="nearest", aspect=aspect[0] if aspect else "equal")
         ax.set_title(title, fontsize=7)
     fig.suptitle(f"{dataset} phantom (not real data)", fontsize=10)
     fig.tight_layout()
