@@ -264,11 +264,14 @@ class _Heart:
         if u > self.rv_start:
             fr = math.sqrt((u - self.rv_start) / (1 - self.rv_start))
             r_out = (self.r_ed + self.thick) * (0.75 + 0.25 * f)
-            a = r_out * 0.62 * self.rv_scale * (0.45 + 0.55 * fr)
-            b = r_out * 1.15 * self.rv_scale * (0.6 + 0.4 * fr)
-            a_t = a * (1 - 0.85 * self.rv_ef * phase)  # the free wall moves toward the septum
-            b_t = b * (1 - 0.15 * self.rv_ef * phase)
-            ex, ey = cx - 0.45 * r_out - a_t, cy - 0.12 * b  # the ellipse's septal extreme stays put
+            # Crescent: an ellipse whose septal end lies past the LV's edge, so the LV bites a concave septum
+            # out of it and its tips wrap the anterior and inferior walls. `depth` is the free wall's distance
+            # from the septum; it shrinks at ES (the free wall moves in).
+            depth = r_out * 0.55 * self.rv_scale * (0.45 + 0.55 * fr) * (1 - 0.8 * self.rv_ef * phase)
+            b = r_out * (0.85 + 0.4 * self.rv_scale) * (0.6 + 0.4 * fr)
+            b_t = b * (1 - 0.1 * self.rv_ef * phase)
+            a_t = (depth + 1.15 * r_out) / 2
+            ex, ey = cx + 0.15 * r_out - a_t, cy - 0.1 * b
             e = _ellipse(x, y, ex, ey, a_t, b_t, self.rv_angle)
             rv = (e < 1) & ~myo
             labels[rv] = 1
