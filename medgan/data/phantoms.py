@@ -374,10 +374,19 @@ def _acdc_patient(rng: np.random.Generator, group: str) -> dict:
     tex = 1 + 0.06 * _smooth_noise(rng, grid.shape, 5.0 / sp)  # tissue / flow inhomogeneity
     cine *= (bias * tex).astype(np.float32) * np.float32(u(0.85, 1.1))
     sigma = np.float32(u(10, 22))
-    n1 = rng.standard_normal(cine.shape, dtype=np.float32)
-    n2 = rng.standard_normal(cine.shape, dtype=np.float32)
-    cine = np.sqrt((cine + sigma * n1) ** 2 + (sigma * n2) ** 2)
-    cine = np.clip(np.rint(cine), 0, 32767).astype(np.int16)
+    # Rician magnitude |signal + sigma (n1 + i n2)|, in place: the cine is the biggest array we make.
+    real = rng.standard_normal(cine.shape, dtype=np.float32)
+    real *= sigma
+    real += cine
+    np.square(real, out=real)
+    imag = rng.standard_normal(cine.shape, dtype=np.float32, out=cine)
+    imag *= sigma
+    np.square(imag, out=imag)
+    real += imag
+    np.sqrt(real, out=real)
+    np.rint(real, out=real)
+    cine = np.clip(real, 0, 32767, out=real).astype(np.int16)
+    del real, imag
     return {
         "cine": cine.transpose(3, 2, 1, 0), "gt_ed": gt[0].transpose(2, 1, 0), "gt_es": gt[e].transpose(2, 1, 0),
         "es": es, "n_frames": n_frames, "group": group,
