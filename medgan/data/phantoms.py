@@ -18,6 +18,9 @@ on the image's left, as in the real data.
 
 Every case draws from its own ``SeedSequence([seed, dataset, case number])``: a case is the same
 whatever ``patients`` is, and the same ``(dataset, patients, seed)`` gives byte-identical files.
+Besides the real layout, the raw root gets a ``PHANTOM.txt`` marker, which ``prepare`` reads to record
+``source: phantom``. CLI twin: ``medgan data phantom {acdc,sliver07,idrid} --out RAW_DIR``;
+``preview_phantom`` draws a PNG grid of a few cases with their masks.
 """
 
 from __future__ import annotations
