@@ -190,3 +190,14 @@ def test_bootstrap_fid_ci_brackets_the_shift():
     r = bootstrap(fid_from_features, a, b, n=50, seed=1, progress=False)
     lo, hi = r["ci"]
     assert lo < 4.0 < hi + 0.5 and hi - lo < 3  # true FID = 4 (mean shift of 1 in 4 dims)
+
+
+# --------------------------------------------------------------------------------------- benchmark
+def test_frechet_benchmark_agrees_with_pytorch_fid(capsys):
+    from medgan.metrics.bench import make_images, run_frechet_bench
+
+    r = run_frechet_bench(200, 32, device="cpu")
+    assert r["route"] == "eigh" and r["abs_delta_fid"] < 1e-8 and r["speedup"] > 0
+    assert "speed-up" in capsys.readouterr().out
+    a, b = make_images(3, 16, 2.0, seed=0), make_images(3, 16, 2.0, seed=0)
+    assert a.dtype == np.uint8 and a.shape == (3, 16, 16) and np.array_equal(a, b) and a.std() > 10

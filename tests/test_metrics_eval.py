@@ -324,3 +324,15 @@ def test_domain_fid_with_the_encoder_of_a_unet(tmp_path):
     assert r["features"] == f"unet:{run}" and r["feature_dim"] > 0 and r["fid"] > 0
     same = evaluate(real, real, features=f"unet:{run}", real_split="all", bootstrap=0, floor=False, progress=False)
     assert abs(same["fid"]) < 1e-9
+
+
+# ---------------------------------------------------------------------------------- a prepared phantom set
+def test_evaluate_on_the_prepared_acdc_phantom(acdc_prepared):
+    from medgan.data.prepared import load_prepared
+
+    ps = load_prepared(acdc_prepared)
+    r = evaluate(acdc_prepared, acdc_prepared, features="test-pixels", real_split="train", gen_split="test", kid=True,
+                 kid_subsets=5, bootstrap=5, progress=False)
+    assert r["n_real"] == ps.meta["counts"]["train"] and r["n_gen"] == ps.meta["counts"]["test"]
+    assert r["fid"] > 0 and r["floor"]["patients_a"] + r["floor"]["patients_b"] == len(ps.meta["splits"]["train"])
+    json.dumps(r, allow_nan=False)

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 RANK_WARNING = (
-    "FID on {n} samples of {d}-d features: the covariance is rank-deficient (n <= d), so FID is "
-    "computed the pytorch-fid way but is strongly biased and unstable at this size; prefer KID (--kid)."
+    "FID on {n} samples of {d}-d features: the covariance is rank-deficient (n <= d); FID is still "
+    "computed (pytorch-fid's formula) but is strongly biased and unstable at this size; prefer KID (--kid)."
 )
 
 
@@ -79,6 +79,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, exact: bool = False, device: s
     diff = m1 - m2
     tr_covmean = _trace_sqrt_product_eigh(s1, s2)
     return float(diff @ diff + torch.trace(s1) + torch.trace(s2)) - 2 * tr_covmean
+
+
+def fid_route(n1: int, n2: int, d: int) -> str:
+    """``"gram"`` or ``"eigh"``: which exact identity ``fid_from_features`` uses for these sizes."""
+    return "gram" if _use_gram(n1, n2, d) else "eigh"
 
 
 def _use_gram(n1: int, n2: int, d: int) -> bool:
