@@ -55,7 +55,7 @@ from torch import nn
 
 from medgan.cli import UserError
 from medgan.config import ConfigError, TrainConfig, apply_overrides, replace
-from medgan.data.prepared import load_prepared, split_joint, to_joint, write_json
+from medgan.data.prepared import SPLITS, load_prepared, split_joint, to_joint, write_json
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_KEYS = ("format", "config_hash", "G", "D", "G_ema", "opt_G", "opt_D", "rng", "data", "step", "nimg")
@@ -68,7 +68,7 @@ class CheckpointError(UserError):
 
 
 class Diverged(Exception):
-    """Raised inside the loop; ``run_training`` turns it into ``status: diverged`` and returns."""
+    """A loss or metric hook may raise it to end the run as ``status: diverged`` (``run_training`` returns)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -858,6 +858,8 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, progress: bool | Non
     elif run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise FileExistsError(f"run folder {run_dir} already exists; pass --resume to continue it or choose another --out")
 
+    if cfg.split not in (*SPLITS, "all"):
+        raise ConfigError(f"split={cfg.split!r} is not one of {[*SPLITS, 'all']}")
     device = resolve_device(cfg.device)
     ps = load_prepared(cfg.data)
     if cfg.resolution and cfg.resolution != ps.image_size:

@@ -290,3 +290,17 @@ def test_missing_data_and_unknown_gan(discs, tmp_path, capsys):
     assert "nosuchgan" in capsys.readouterr().err and not (tmp_path / "b").exists()
     with pytest.raises(ConfigError):
         run_training(TrainConfig(out=str(tmp_path / "c")))
+
+
+@pytest.mark.parametrize("gan", ["dcgan", "lsgan", "wgan", "wgan-gp", "hinge"])
+def test_cli_trains_each_gan_on_the_acdc_phantom(acdc_prepared, tmp_path, gan):
+    out = tmp_path / gan
+    assert _cli("--data", acdc_prepared, "--gan", gan, "--out", out, "--kimg", "0.02", "--batch", "4",
+                "--set", *TINY, "tick_kimg=0.01") == 0
+    info = json.loads((out / "config.json").read_text())
+    assert info["dataset"]["source"] == "phantom" and info["dataset"]["image_size"] == 64
+    stats = read_stats(out)  # wgan/wgan-gp: 5 critic batches of 4 = 0.02 kimg per iteration, so one tick
+    assert run_status(out)["status"] == "finished" and len(stats) == (1 if gan.startswith("wgan") else 2)
+    assert stats[-1]["kimg"] == 0.02 and all(np.isfinite(s["D_total"]) for s in stats)
+    assert {"config.json", "status.json", "stats.jsonl", "checkpoint-last.pt"} <= {p.name for p in out.iterdir()}
+    assert len(list(out.glob("samples-*.png"))) == 2
