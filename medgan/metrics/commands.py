@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 
@@ -41,24 +42,16 @@ def run_fid(args: argparse.Namespace) -> int:
     from medgan.data.prepared import write_json
     from medgan.metrics.evaluation import evaluate, summary
 
-    result = evaluate(
-        args.real_dir,
-        args.gen_dir,
-        features=args.features,
-        kid=args.kid,
-        prdc=args.prdc,
-        memorisation=args.memorisation,
-        real_split=args.real_split,
-        bootstrap=args.bootstrap,
-        floor=args.floor,
-        exact=args.exact,
-        kid_subsets=args.kid_subsets,
-        kid_subset_size=args.kid_subset_size,
-        seed=args.seed,
-        batch=args.batch,
-        device=args.device,
-        cache=args.cache,
+    kwargs = dict(
+        features=args.features, kid=args.kid, prdc=args.prdc, memorisation=args.memorisation,
+        real_split=args.real_split, bootstrap=args.bootstrap, floor=args.floor, exact=args.exact,
+        kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, seed=args.seed, batch=args.batch,
+        device=args.device, cache=args.cache,
     )
+    with warnings.catch_warnings():
+        # the summary prints every warning of the result once; no second copy from the warnings module
+        warnings.simplefilter("ignore", UserWarning)
+        result = evaluate(args.real_dir, args.gen_dir, **kwargs)
     print(summary(result))
     if args.json_out:
         out = Path(args.json_out)

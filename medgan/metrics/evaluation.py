@@ -32,6 +32,7 @@ from medgan.metrics.memorization import memorisation as compute_memorisation
 from medgan.metrics.prdc import prdc as compute_prdc
 
 RESULT_VERSION = 1
+MIN_MEMORISATION_TEST = 50  # below this the q-th percentile of the test->train distances is a guess
 RANDOM_NOTE = "random-weight features: a consistency check only, never comparable with published FIDs"
 
 
@@ -200,6 +201,13 @@ def evaluate(
         f_test = dataset_features(mem_set, extractor, split="test", **common)
         mem = compute_memorisation(f_gen, f_train, f_test, q=memorisation_q, device=dev)
         mem["train_dir"] = str(Path(memorisation))
+        n_test_patients = len(np.unique(mem_set.patients[mem_set.indices("test")]))
+        if len(f_test) < MIN_MEMORISATION_TEST or n_test_patients < 3:
+            msg = (f"memorisation reference: the test split of {mem_set.root} holds {len(f_test)} images of "
+                   f"{n_test_patients} patient(s); its {memorisation_q:g}th-percentile threshold is unreliable "
+                   f"(want >= {MIN_MEMORISATION_TEST} images from >= 3 patients)")
+            warnings.warn(msg, stacklevel=2)
+            warn_list.append(msg)
         result["memorisation"] = mem
     if floor:
         result["floor"] = real_floor(real, f_real, real_idx, kid=kid, kid_subsets=kid_subsets,
