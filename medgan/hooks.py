@@ -27,4 +27,14 @@ class MetricContext:
     cfg: Any  # TrainConfig
 
 
-METRIC_HOOKS: Registry = Registry("metric")
+class _MetricRegistry(Registry):
+    """Looks a name up after importing ``medgan.metrics``, which registers the built-in hooks
+    (``fid``, ``kid``); the trainer need not know which package provides which metric."""
+
+    def __getitem__(self, name: str):
+        if name not in self:
+            import medgan.metrics  # noqa: F401  (registers fid, kid)
+        return super().__getitem__(name)
+
+
+METRIC_HOOKS: Registry = _MetricRegistry("metric")

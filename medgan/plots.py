@@ -128,3 +128,62 @@ def intensity_figure(sets: Sequence[PreparedSet], max_slices: int = 200, seed: i
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def read_jsonl(path) -> list[dict]:
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def training_curves(run_dir, title: str | None = None):
+    """Loss terms, D(real)/D(fake) means and throughput per tick, from a run's ``stats.jsonl``."""
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    stats = read_jsonl(Path(run_dir) / "stats.jsonl")
+    if not stats:
+        raise FileNotFoundError(f"{Path(run_dir) / 'stats.jsonl'} is missing or empty: has the run trained a tick?")
+    kimg = [s["kimg"] for s in stats]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    for key in sorted({k for s in stats for k in s}):
+        if (key.startswith("D_") or key.startswith("G_")) and key.endswith(("total", "adv", "gp", "fm", "vgg", "r1", "pl")):
+            axes[0].plot(kimg, [s.get(key) for s in stats], marker=".", label=key)
+    axes[0].set_title("loss terms")
+    axes[1].plot(kimg, [s.get("D_real") for s in stats], marker=".", label="D(real)")
+    axes[1].plot(kimg, [s.get("D_fake") for s in stats], marker=".", label="D(fake)")
+    axes[1].set_title("mean discriminator logits")
+    axes[2].plot(kimg, [s.get("img_per_s") for s in stats], marker=".", color="k")
+    axes[2].set_title("throughput (img/s)")
+    for ax in axes:
+        ax.set_xlabel("kimg")
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def metrics_table(result: dict):
+    """A one-column table of the scalar entries of an ``evaluate`` result (nested dicts flattened)."""
+    import pandas as pd
+
+    flat = {}
+
+    def walk(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            elif isinstance(v, (int, float, str, bool)) or v is None:
+                flat[f"{prefix}{k}"] = v
+            elif isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+                flat[f"{prefix}{k}"] = f"[{v[0]:.4g}, {v[1]:.4g}]"
+
+    walk(result)
+    return pd.DataFrame({"value": flat})
