@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import datetime
 import json
 import math
 import os
@@ -169,13 +170,74 @@ def config_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # devices, precision, determinism
 # ---------------------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; under torchrun ``cuda`` means ``cuda:LOCAL_RANK``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r} but CUDA is not available on this machine (use device=auto or cpu)")
+    if device.type == "cuda" and device.index is None and local_rank is not None:
+        device = torch.device("cuda", local_rank)
     return device
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process' place in a ``torchrun`` job; rank 0 of 1 when not distributed.
+
+    Data parallelism: ``cfg.batch`` is the *global* batch, split evenly over the ranks. Every rank
+    draws the same global batch indices and the same global ``z`` (shared data order and latent
+    generator) and keeps its slice, so the union over ranks is exactly the single-process batch; the
+    gradients are averaged over ranks before each optimiser step. Everything else random (DiffAugment,
+    GP interpolation, StyleGAN noise, classical augmentation) runs on per-rank seeds. Rank 0 is the
+    only writer of the run folder.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_writer(self) -> bool:
+        return self.rank == 0
+
+
+def dist_from_env() -> DistInfo:
+    """The torchrun environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), or a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    return DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+@contextlib.contextmanager
+def process_group(info: DistInfo, device: torch.device) -> Iterator[None]:
+    """Join torchrun's process group for the run (NCCL on CUDA, gloo on CPU) unless one is already up."""
+    import torch.distributed as tdist
+
+    if not info.enabled or tdist.is_initialized():
+        yield
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    # metric hooks run on rank 0 only while the others wait in the next all-reduce: allow them time
+    tdist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=2))
+    try:
+        yield
+    finally:
+        tdist.destroy_process_group()
+
+
+def rank_seed(seed: int, rank: int, nimg: int = 0) -> int:
+    """Rank 0 keeps ``seed``; other ranks (and any rank re-seeded on resume) get a derived one."""
+    if rank == 0 and nimg == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, rank, nimg]).generate_state(1, np.uint32)[0])
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -311,12 +373,17 @@ class Trainer:
     ``train_step()`` runs one iteration and returns detached scalar tensors (no host sync).
     """
 
-    def __init__(self, cfg: TrainConfig, joint: torch.Tensor, *, channels: int, num_labels: int, device: torch.device):
+    def __init__(self, cfg: TrainConfig, joint: torch.Tensor, *, channels: int, num_labels: int, device: torch.device,
+                 dist: DistInfo = DistInfo()):
         from medgan.augment import build_augment_pipe
         from medgan.models import MODELS
 
+        if cfg.batch % dist.world_size:
+            raise ConfigError(f"batch={cfg.batch} (global) does not split evenly over {dist.world_size} processes")
         self.cfg = cfg
         self.device = device
+        self.dist = dist
+        self.batch = cfg.batch // dist.world_size  # this rank's share of the global batch
         self.channels, self.num_labels = channels, num_labels
         self.resolution = int(joint.shape[-1])
         self.amp_dtype = amp_dtype(cfg.amp, device)
@@ -353,6 +420,8 @@ class Trainer:
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
         self.order = DataOrder(len(joint), seed=cfg.seed)
+        # z comes from its own generator, identical on every rank (each keeps its slice of the global z)
+        self.latent = torch.Generator(device=device).manual_seed(cfg.seed)
         self.step = 0  # iterations (G steps)
         self.d_step = 0  # D steps
         self.nimg = 0  # real images shown to D
@@ -383,7 +452,7 @@ class Trainer:
     # ---------------------------------------------------------------- one iteration
     def real_batch(self) -> torch.Tensor:
         """Next ``[batch, C + K, H, W]`` float32 real joint (classically augmented when asked)."""
-        idx = self.order.next(self.cfg.batch).to(self.joint.device)
+        idx = self._my_slice(self.order.next(self.cfg.batch)).to(self.joint.device)
         real = self.joint[idx].float()
         if self.classical is not None:
             image, mask = split_joint(real, self.channels)
@@ -391,11 +460,46 @@ class Trainer:
             real = to_joint(image, mask, self.num_labels)
         return real.contiguous(memory_format=self.memory_format)
 
+    def _my_slice(self, x: torch.Tensor) -> torch.Tensor:
+        r, b = self.dist.rank, self.batch
+        return x[r * b : (r + 1) * b] if self.dist.enabled else x
+
+    def latents(self) -> torch.Tensor:
+        """This rank's ``z [batch, z_dim]``: its slice of the global batch's z."""
+        z = torch.randn(self.cfg.batch, self.G.z_dim, device=self.device, generator=self.latent)
+        return self._my_slice(z)
+
+    def sync_grads(self, module: nn.Module) -> None:
+        """Average the gradients of ``module`` over the ranks (one flat all-reduce, as StyleGAN2-ADA does).
+
+        Not the ``DistributedDataParallel`` wrapper: a GAN step runs D several times before one backward,
+        freezes the other network, and takes gradients of gradients (GP, R1, path length), all of which
+        that wrapper's reducer refuses; the averaged gradient is the same.
+        """
+        if not self.dist.enabled:
+            return
+        import torch.distributed as tdist
+
+        params = [p for p in module.parameters() if p.requires_grad]
+        if not params:
+            return
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        tdist.all_reduce(flat)
+        flat /= self.dist.world_size
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad.copy_(flat[offset : offset + n].view(p.shape))
+            offset += n
+
     def train_step(self) -> dict[str, torch.Tensor]:
         if not self._compile_pending:
             return self._train_step()
         # The first compiled step is where compilation really happens; if it fails, rewind and run eagerly.
-        snapshot = copy.deepcopy(self.state_dict())
+        snapshot = copy.deepcopy(self.state_dict(gather=False))
         try:
             out = self._train_step()
             self._compile_pending = False
@@ -416,12 +520,13 @@ class Trainer:
         self.D.requires_grad_(True)
         for _ in range(loss.n_critic):
             real = self.real_batch()
-            z = torch.randn(cfg.batch, self.G.z_dim, device=self.device)
+            z = self.latents()
             mask = real[:, self.channels :] if self.conditional else None
             with self.autocast():
                 total, terms = loss.d_loss(real, z, mask, step=self.d_step)
             self.opt_D.zero_grad(set_to_none=True)
             total.backward()
+            self.sync_grads(self.D)
             grad_d = _grad_norm(self.D)
             self.opt_D.step()
             loss.after_d_step()
@@ -430,6 +535,7 @@ class Trainer:
             if reg is not None:
                 self.opt_D.zero_grad(set_to_none=True)
                 reg.backward()
+                self.sync_grads(self.D)
                 self.opt_D.step()
                 loss.after_d_step()
             terms = {**terms, **reg_terms}
@@ -443,11 +549,12 @@ class Trainer:
             self.nimg += cfg.batch
         self.D.requires_grad_(False)
         self.G.requires_grad_(True)
-        z = torch.randn(cfg.batch, self.G.z_dim, device=self.device)
+        z = self.latents()
         with self.autocast():
             total_g, g_terms = loss.g_loss(real, z, mask, step=self.step)
         self.opt_G.zero_grad(set_to_none=True)
         total_g.backward()
+        self.sync_grads(self.G)
         stats["grad_norm_G"] = _grad_norm(self.G)
         self.opt_G.step()
         self.G.requires_grad_(False)
@@ -489,7 +596,8 @@ class Trainer:
         return bool(getattr(self.loss, "saturates", default))
 
     # ---------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, gather: bool = True) -> dict[str, Any]:
+        """Everything a resume needs. ``gather`` (a collective: every rank must call it) adds all ranks' RNGs."""
         state = {
             "format": CHECKPOINT_FORMAT,
             "config_hash": resume_hash(self.cfg),
@@ -502,12 +610,21 @@ class Trainer:
             "loss": self.loss.state_dict() if _has_own_state(self.loss) else {},
             "augment": self.augment_pipe.state_dict() if _has_own_state(self.augment_pipe) else {},
             "rng": capture_rng(),
+            "world_size": self.dist.world_size,
+            "latent": self.latent.get_state(),
+            "latent_device": self.device.type,
             "data": self.order.state_dict(),
             "step": self.step,
             "d_step": self.d_step,
             "nimg": self.nimg,
             "kimg": self.nimg / 1000,
         }
+        if gather and self.dist.enabled:
+            import torch.distributed as tdist
+
+            ranks: list[Any] = [None] * self.dist.world_size
+            tdist.all_gather_object(ranks, state["rng"])
+            state["rng_ranks"] = ranks
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -524,7 +641,20 @@ class Trainer:
             self.augment_pipe.load_state_dict(state["augment"])
         self.order.load_state_dict(state["data"])
         self.step, self.d_step, self.nimg = int(state["step"]), int(state.get("d_step", 0)), int(state["nimg"])
-        restore_rng(state["rng"])
+        if state.get("latent_device", self.device.type) == self.device.type and "latent" in state:
+            self.latent.set_state(state["latent"])
+        else:
+            warnings.warn("the checkpoint's latent generator is for another device: z is re-seeded", stacklevel=2)
+            self.latent.manual_seed(rank_seed(self.cfg.seed, 0, self.nimg))
+        # each rank resumes its own random streams when the world size is unchanged, else rank 0 takes
+        # the saved single stream and the others are re-seeded from (seed, rank, nimg)
+        ranks = state.get("rng_ranks")
+        if ranks is not None and len(ranks) == self.dist.world_size:
+            restore_rng(ranks[self.dist.rank])
+        elif self.dist.rank == 0:
+            restore_rng(state["rng"])
+        else:
+            seed_everything(rank_seed(self.cfg.seed, self.dist.rank, self.nimg))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -684,6 +814,7 @@ class _Run:
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, trainer: Trainer, ps, train_masks: torch.Tensor, best: dict[str, float]):
         self.cfg, self.run_dir, self.trainer, self.ps = cfg, run_dir, trainer, ps
+        self.writer = trainer.dist.is_writer  # only rank 0 touches the run folder
         self.train_masks = train_masks  # int64 [N, H, W] on CPU (conditional G's inputs at sampling)
         self.best = dict(best)
         gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -721,6 +852,7 @@ class _Run:
 
         if not self.cfg.metrics:
             return
+        rng_before = capture_rng()  # the state training resumes from, whatever the hooks draw
         ctx = MetricContext(run_dir=self.run_dir, real_dir=Path(self.cfg.data), kimg=kimg, device=self.trainer.device,
                             sample=self.sampler(), cfg=self.cfg)
         for name in self.cfg.metrics:
@@ -730,15 +862,38 @@ class _Run:
             _append_jsonl(self.run_dir / f"metric-{name}.jsonl", json.loads(json.dumps(record, default=float)))
             if math.isfinite(value) and value < self.best.get(name, math.inf):
                 self.best[name] = value
-                state = self.trainer.state_dict()
+                state = self.trainer.state_dict(gather=False)
+                state["rng"] = rng_before
                 state["best"] = dict(self.best)
                 save_checkpoint(self.run_dir / f"checkpoint-best-{name}.pt", state)
 
     def checkpoint(self) -> None:
+        """All ranks call it (it gathers their RNG states); rank 0 writes."""
         state = self.trainer.state_dict()
-        state["best"] = dict(self.best)
-        state["elapsed_s"] = self.elapsed
-        save_checkpoint(self.run_dir / "checkpoint-last.pt", state)
+        if self.writer:
+            state["best"] = dict(self.best)
+            state["elapsed_s"] = self.elapsed
+            save_checkpoint(self.run_dir / "checkpoint-last.pt", state)
+
+    def reduce(self, summary: dict[str, float]) -> dict[str, float]:
+        """Tick summary over all ranks: means averaged, per-tick extremes by min/max (same on every rank)."""
+        if not self.trainer.dist.enabled:
+            return summary
+        import torch.distributed as tdist
+
+        keys = sorted(summary)
+        ops = {"D_gap_min": tdist.ReduceOp.MIN, "D_adv_max": tdist.ReduceOp.MAX}
+        out = {}
+        device = self.trainer.device
+        means = torch.tensor([summary[k] for k in keys if k not in ops], dtype=torch.float64, device=device)
+        tdist.all_reduce(means)
+        out.update(zip([k for k in keys if k not in ops], (means / self.trainer.dist.world_size).tolist(), strict=True))
+        for k, op in ops.items():
+            if k in summary:
+                v = torch.tensor([summary[k]], dtype=torch.float64, device=device)
+                tdist.all_reduce(v, op=op)
+                out[k] = float(v)
+        return out
 
     # ---------------------------------------------------------------- divergence
     def divergence(self, summary: dict[str, float]) -> str | None:
@@ -775,10 +930,11 @@ class _Run:
         next_metric = next_multiple(metric_nimg) if metric_nimg > 0 else math.inf
         self.t0 = time.perf_counter() - elapsed0
         tick_index = int(t.nimg // tick_nimg)
-        if t.nimg == 0:
+        if t.nimg == 0 and self.writer:
             with preserved_rng():
                 self.sample_grid(0.0)
-        bar = tqdm(total=round(cfg.kimg, 3), initial=round(t.nimg / 1000, 3), unit="kimg", disable=(None if progress is None else not progress),
+        show = (None if progress is None else progress) if self.writer else False
+        bar = tqdm(total=round(cfg.kimg, 3), initial=round(t.nimg / 1000, 3), unit="kimg", disable=(None if show is None else not show),
                    bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}]{postfix}")
         try:
             tick = _Tick.begin(t.nimg)
@@ -794,7 +950,7 @@ class _Run:
                 if t.device.type == "cuda":
                     torch.cuda.synchronize(t.device)
                 dt = time.perf_counter() - tick.start_time
-                summary = tick.summary()
+                summary = self.reduce(tick.summary())
                 mem, mem_kind = peak_memory_mb(t.device)
                 tick_index += 1
                 kimg = t.nimg / 1000
@@ -802,17 +958,21 @@ class _Run:
                           **{k: _finite_or_none(v) for k, v in sorted(summary.items())},
                           "img_per_s": (t.nimg - tick.start_nimg) / max(dt, 1e-9), "tick_s": dt,
                           "time_s": time.perf_counter() - self.t0, "peak_mem_mb": mem, "mem_kind": mem_kind}
-                _append_jsonl(self.run_dir / "stats.jsonl", record)
+                if self.writer:
+                    _append_jsonl(self.run_dir / "stats.jsonl", record)
                 bar.set_postfix({k: f"{summary[k]:.3g}" for k in ("D_total", "G_total") if k in summary}, refresh=False)
                 reason = self.divergence(summary)
                 if reason:
                     return "diverged", f"{reason} at kimg {kimg:.3f}"
-                with preserved_rng():
-                    if done or t.nimg >= next_metric:
+                # side work must not shift the random streams training continues with (nor those resumed)
+                if self.writer and (done or t.nimg >= next_metric):
+                    with preserved_rng():
                         self.run_metrics(kimg)
-                    if done or t.nimg >= next_snap:
-                        self.sample_grid(kimg)
-                        self.checkpoint()
+                if done or t.nimg >= next_snap:
+                    if self.writer:
+                        with preserved_rng():
+                            self.sample_grid(kimg)
+                    self.checkpoint()
                 next_tick = next_multiple(tick_nimg)
                 next_snap = next_multiple(snap_nimg)
                 if metric_nimg > 0:
@@ -860,7 +1020,10 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, progress: bool | Non
 
     if cfg.split not in (*SPLITS, "all"):
         raise ConfigError(f"split={cfg.split!r} is not one of {[*SPLITS, 'all']}")
-    device = resolve_device(cfg.device)
+    dist = dist_from_env()
+    if cfg.batch % dist.world_size:
+        raise ConfigError(f"batch={cfg.batch} (global) does not split evenly over {dist.world_size} processes")
+    device = resolve_device(cfg.device, dist.local_rank if dist.enabled else None)
     ps = load_prepared(cfg.data)
     if cfg.resolution and cfg.resolution != ps.image_size:
         raise ConfigError(f"resolution={cfg.resolution} but the prepared set {ps.root} holds {ps.image_size}x{ps.image_size} "
@@ -875,15 +1038,26 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, progress: bool | Non
     joint = joint.to(device, dtype=torch.float16 if device.type == "cuda" else torch.float32)
     train_masks = torch.from_numpy(masks)
 
-    with deterministic_mode(cfg.deterministic):
+    # joining the process group is a rendezvous: every rank has passed the checks above before rank 0 writes
+    with process_group(dist, device), deterministic_mode(cfg.deterministic):
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = not cfg.deterministic
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         seed_everything(cfg.seed)
-        trainer = Trainer(cfg, joint, channels=ps.channels, num_labels=ps.num_labels, device=device)
+        trainer = Trainer(cfg, joint, channels=ps.channels, num_labels=ps.num_labels, device=device, dist=dist)
         if ckpt is not None:
             trainer.load_state_dict(ckpt)
+        elif dist.enabled:
+            _broadcast_from_rank0(trainer)
+            seed_everything(rank_seed(cfg.seed, dist.rank))
+        if not dist.is_writer:
+            run = _Run(cfg, run_dir, trainer, ps, train_masks, best={})
+            try:
+                run.loop(0.0, False)
+            except Diverged:
+                pass
+            return run_dir
 
         # ---- from here on the run folder is ours
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -896,6 +1070,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, progress: bool | Non
             "torch": torch.__version__,
             "device": str(device),
             "device_name": _device_name(device),
+            "world_size": dist.world_size,
             "amp": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "fp32",
             "vgg": getattr(trainer.loss, "vgg_name", None),
             "n_params": {"G": sum(p.numel() for p in trainer.G.parameters()), "D": sum(p.numel() for p in trainer.D.parameters())},
@@ -917,6 +1092,16 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, progress: bool | Non
             raise
         _write_status(run_dir, status, reason, trainer.nimg / 1000)
     return run_dir
+
+
+def _broadcast_from_rank0(trainer: Trainer) -> None:
+    """Start every rank from rank 0's weights (they are seeded alike; this makes it a guarantee)."""
+    import torch.distributed as tdist
+
+    with torch.no_grad():
+        for module in (trainer.G, trainer.D, trainer.G_ema):
+            for t in [*module.parameters(), *module.buffers()]:
+                tdist.broadcast(t.data, 0)
 
 
 def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -971,6 +1156,8 @@ def _cmd_train(args) -> int:
         raise UserError("--data PREPARED_DIR is required (except with --resume)")
     run_dir = train(data=args.data, gan=args.gan, out=args.out, kimg=args.kimg, batch=args.batch,
                     overrides=args.overrides, resume=args.resume, progress=args.progress)
+    if not dist_from_env().is_writer:
+        return 0  # rank 0 reports the run's status (and its exit code says how it ended)
     status = run_status(run_dir)
     print(f"{run_dir}: {status['status']} at kimg {status['kimg']:.3f}" + (f" ({status['reason']})" if status["reason"] else ""))
     return 0 if status["status"] == "finished" else 1
