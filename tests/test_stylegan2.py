@@ -69,12 +69,11 @@ def make_disk_set(out: Path, *, n: int = 16, size: int = 16, channels: int = 1, 
     return write_prepared(out, images=images.clip(-1, 1), masks=masks, patients=patients, meta=meta)
 
 
-def train_run(data: Path, out: Path, gan: str, kimg: float, sets: list[str], *, resume: bool = False,
-              grid: int = 4) -> Path:
+def train_run(data: Path, out: Path, gan: str, kimg: float, sets: list[str], *, resume: bool = False) -> Path:
     from medgan.train import make_config, run_training
 
     cfg = make_config(out=out, data=data, gan=gan, kimg=kimg, batch=4, resume=resume,
-                      overrides=["tick_kimg=0.008", "snapshot_kimg=1", f"grid={grid}", "deterministic=true", *sets])
+                      overrides=["tick_kimg=0.008", "snapshot_kimg=1", "grid=4", "deterministic=true", *sets])
     return run_training(cfg, resume=resume, progress=False)
 
 
@@ -82,12 +81,10 @@ def assert_resume_exact(data: Path, tmp: Path, gan: str, sets: list[str], kimg: 
     """2N steps in one run == N steps, a new process state, and N more from checkpoint-last.pt: bit-identical."""
     from medgan.train import load_checkpoint, run_status
 
-    # grid=0: the trainer draws its sample grid inside preserved_rng() but captures the checkpoint's RNG
-    # after it, and StyleGAN2's noise inputs consume that RNG while sampling (reported to the trainer).
-    full = train_run(data, tmp / "full", gan, 2 * kimg, sets, grid=0)
-    half = train_run(data, tmp / "half", gan, kimg, sets, grid=0)
+    full = train_run(data, tmp / "full", gan, 2 * kimg, sets)
+    half = train_run(data, tmp / "half", gan, kimg, sets)
     torch.manual_seed(12345)  # a different process-level RNG state: resume must restore its own
-    train_run(data, half, gan, 2 * kimg, sets, resume=True, grid=0)
+    train_run(data, half, gan, 2 * kimg, sets, resume=True)
     a = load_checkpoint(full / "checkpoint-last.pt")
     b = load_checkpoint(half / "checkpoint-last.pt")
     assert run_status(full)["status"] == run_status(half)["status"] == "finished"
@@ -273,6 +270,22 @@ def test_truncation_and_w_avg():
     ws_half = G.sample_ws(z, truncation_psi=0.5)
     assert torch.allclose(ws_half, 0.5 * (ws1 + w_avg), atol=1e-6)
     assert torch.equal(G.mapping.w_avg, w_avg)  # eval never moves it
+
+
+def test_noise_is_fresh_in_training_and_fixed_in_eval():
+    torch.manual_seed(0)
+    G = MODELS["stylegan2"](TINY, channels=1, num_labels=2, resolution=16).G
+    with torch.no_grad():
+        for m in G.modules():
+            if hasattr(m, "noise_strength"):
+                m.noise_strength.fill_(0.5)
+    ws = G.sample_ws(torch.randn(2, 16)).detach()
+    assert not torch.equal(G.synthesis(ws), G.synthesis(ws))  # training: new noise every call
+    G.eval()
+    rng = torch.get_rng_state()
+    a, b = G.synthesis(ws), G.synthesis(ws)
+    assert torch.equal(a, b)
+    assert torch.equal(torch.get_rng_state(), rng)  # sampling draws nothing from the global RNG
 
 
 def test_style_mixing_only_in_training():
@@ -500,3 +513,34 @@ def test_resume_is_exact_with_r1_and_path_length(disk_set, tmp_path):
     sets = [*TINY_SETS, "loss.pl_weight=2", "loss.r1_interval=2", "aug.diffaugment=translation,cutout"]
     state = assert_resume_exact(disk_set, tmp_path, "stylegan2", sets)
     assert state["G"]["pl_mean"].item() != 0  # the regulariser's state was part of what resumed exactly
+
+
+def test_bench_train_reports_s_per_kimg():
+    from medgan.train_bench import bench_train, format_table
+
+    res = bench_train("stylegan2", 8, 4, steps=1, warmup=1, device="cpu", modes=("fp32",), overrides=TINY_SETS)
+    (row,) = res["results"]
+    assert res["gan"] == "stylegan2" and row["finite"]
+    assert row["img_per_s"] > 0 and row["s_per_kimg"] == pytest.approx(1000 / row["img_per_s"])
+    assert "s/kimg" in format_table(res)
+
+
+@pytest.mark.slow
+def test_compiled_training_step_does_not_fall_back():
+    """G and D compile (dynamo + inductor on CPU) and the lazy R1 / path length run on the eager modules."""
+    import warnings
+
+    from medgan.config import TrainConfig, apply_overrides
+    from medgan.train import Trainer, apply_gan
+
+    cfg = apply_overrides(apply_gan(TrainConfig(batch=4, compile=True), "stylegan2"),
+                          [*TINY_SETS, "loss.pl_weight=2"])
+    joint = torch.cat([torch.rand(8, 1, 16, 16) * 2 - 1, torch.ones(8, 2, 16, 16)], dim=1)
+    trainer = Trainer(cfg, joint, channels=1, num_labels=2, device=torch.device("cpu"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stats = trainer.train_step()
+    assert not [w for w in caught if "eager" in str(w.message)]  # the trainer's fall-back warning
+    assert isinstance(trainer.loss.G, torch._dynamo.eval_frame.OptimizedModule)
+    assert "D_r1" in stats and "G_pl" in stats
+    assert all(torch.isfinite(v).all() for v in stats.values())

@@ -145,3 +145,14 @@ def unwrap_module(module):
         if inner is None:
             return module
         module = inner
+
+
+def uncompiled(module):
+    """``module`` without its ``torch.compile`` wrappers (a DDP wrapper, if any, is kept).
+
+    Double backward (R1's and path length's ``create_graph=True``) is not supported through compiled
+    graphs (AOTAutograd), so the lazy regularisers run the eager module, which shares its parameters.
+    """
+    while getattr(module, "_orig_mod", None) is not None:
+        module = module._orig_mod
+    return module

@@ -9,7 +9,8 @@ layout of NVlabs/stylegan2-ada-pytorch ``training/networks.py``, re-written with
   at sampling time (``cfg.truncation``, only when G is in eval mode, i.e. G_ema / generation).
 - **synthesis**: a learned constant 4x4 input, two modulated/demodulated 3x3 convolutions per
   resolution (the first upsamples through the ``[1, 3, 3, 1]`` filter), per-layer noise with a learned
-  strength, and a ``toRGB``-style 1x1 modulated convolution per resolution whose outputs are upsampled
+  strength (fresh noise while training, a fixed noise buffer in eval mode, as the official snapshots and
+  ``generate.py`` use), and a ``toRGB``-style 1x1 modulated convolution per resolution whose outputs are upsampled
   and summed (skip architecture). It emits ``C + K`` channels: the C image channels then K mask-score
   channels (``onehot_to_mask`` = argmax gives labels). Outputs are linear while training (as in the
   paper) and clamped to ``[-1, 1]`` in eval mode, so samples respect the joint contract.
@@ -44,7 +45,7 @@ from torch import nn
 
 from medgan.config import ConfigError
 from medgan.losses import LOSSES, GANLoss
-from medgan.models.ops import conv2d_resample, setup_filter, unwrap_module, upsample2d
+from medgan.models.ops import conv2d_resample, setup_filter, uncompiled, unwrap_module, upsample2d
 from medgan.models.registry import GANS, MODELS, GANPair, GANSpec
 
 CHANNEL_BASE = 16384  # channels at resolution r: min(CHANNEL_BASE // r, cfg.channel_max) (paper256 config)
@@ -160,12 +161,16 @@ def modulated_conv2d(
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (optionally upsampling) + noise with learned strength + bias + leaky ReLU."""
 
-    def __init__(self, in_ch, out_ch, w_dim, *, up=1, kernel=3):
+    def __init__(self, in_ch, out_ch, w_dim, *, resolution, up=1, kernel=3):
         super().__init__()
         self.affine = FullyConnected(w_dim, in_ch, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(out_ch))
         self.noise_strength = nn.Parameter(torch.zeros([]))
+        # Eval mode (G_ema, sample grids, generation) uses this fixed noise, as StyleGAN2-ADA's snapshots and
+        # generate.py do (noise_mode='const'): sampling then draws nothing from the global RNG, so a
+        # generated set depends on (checkpoint, z) only and side work never shifts the training streams.
+        self.register_buffer("noise_const", torch.randn(resolution, resolution))
         self.up = up
         self.padding = kernel // 2
         self.register_buffer("resample_filter", setup_filter(), persistent=False)
@@ -177,7 +182,11 @@ class SynthesisLayer(nn.Module):
             resample_filter=self.resample_filter,
         )
         n, _, h, wd = x.shape
-        noise = torch.randn(n, 1, h, wd, device=x.device, dtype=x.dtype) * self.noise_strength.to(x.dtype)
+        if self.training:
+            noise = torch.randn(n, 1, h, wd, device=x.device, dtype=x.dtype)
+        else:
+            noise = self.noise_const.to(x.dtype).expand(n, 1, h, wd)
+        noise = noise * self.noise_strength.to(x.dtype)
         return _lrelu(x + noise + self.bias.to(x.dtype).reshape(1, -1, 1, 1))
 
 
@@ -208,8 +217,8 @@ class SynthesisBlock(nn.Module):
         if self.is_first:
             self.const = nn.Parameter(torch.randn(out_ch, 4, 4))
         else:
-            self.conv0 = SynthesisLayer(in_ch, out_ch, w_dim, up=2)
-        self.conv1 = SynthesisLayer(out_ch, out_ch, w_dim)
+            self.conv0 = SynthesisLayer(in_ch, out_ch, w_dim, resolution=resolution, up=2)
+        self.conv1 = SynthesisLayer(out_ch, out_ch, w_dim, resolution=resolution)
         self.torgb = ToRGBLayer(out_ch, out_channels, w_dim)
         self.num_conv = 1 if self.is_first else 2
         self.register_buffer("resample_filter", setup_filter(), persistent=False)
@@ -519,7 +528,12 @@ class StyleGAN2Loss(GANLoss):
     def d_regularize(self, real, step):
         if self.cfg.r1_gamma <= 0 or step % self.cfg.r1_interval != 0:
             return None, {}
-        r1 = r1_penalty(self.run_D, real)
+        D = uncompiled(self.D)  # no double backward through torch.compile'd graphs
+
+        def run_D(x):
+            return D(self.augment_pipe(x) if self.augment_pipe is not None else x)
+
+        r1 = r1_penalty(run_D, real)
         total = r1 * (self.cfg.r1_gamma / 2 * self.cfg.r1_interval)
         return total, {"D_r1": r1.detach(), "D_reg": total.detach()}
 
