@@ -357,7 +357,7 @@ class DataOrder:
 def _grad_norm(module: nn.Module) -> torch.Tensor:
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     if not grads:
-        return torch.zeros(())
+        return torch.zeros((), device=next(module.parameters()).device)
     return torch.nn.utils.get_total_norm(grads).float()
 
 
@@ -438,8 +438,18 @@ class Trainer:
             except Exception as e:  # noqa: BLE001 - any compile setup failure means: run eagerly
                 warnings.warn(f"torch.compile unavailable ({type(e).__name__}: {e}); training eagerly", stacklevel=2)
                 G, D = self.G, self.D
+        # ADA (aug.ada_target > 0) lives in the losses that declare ``supports_ada`` (StyleGAN2Loss): they wrap
+        # the augment pipe and move its probability from D's r_t; any other loss rejects the knob here.
+        extra = {}
+        if self.cfg.aug.ada_target > 0:
+            from medgan.losses import LOSSES
+
+            if not getattr(LOSSES[self.cfg.loss.name], "supports_ada", False):
+                raise ConfigError(f"aug.ada_target={self.cfg.aug.ada_target} (adaptive augmentation) is implemented "
+                                  f"by --gan stylegan2 only, not by loss {self.cfg.loss.name!r}; use aug.ada_target=0")
+            extra["ada_target"] = self.cfg.aug.ada_target
         self.loss = build_loss(self.cfg.loss, G, D, channels=self.channels, num_labels=self.num_labels,
-                               augment_pipe=self.augment_pipe, vgg=self.vgg)
+                               augment_pipe=self.augment_pipe, vgg=self.vgg, **extra)
 
     @property
     def images_per_step(self) -> int:
@@ -641,10 +651,10 @@ class Trainer:
             self.augment_pipe.load_state_dict(state["augment"])
         self.order.load_state_dict(state["data"])
         self.step, self.d_step, self.nimg = int(state["step"]), int(state.get("d_step", 0)), int(state["nimg"])
-        if state.get("latent_device", self.device.type) == self.device.type and "latent" in state:
+        if state.get("latent_device") == self.device.type and "latent" in state:
             self.latent.set_state(state["latent"])
-        else:
-            warnings.warn("the checkpoint's latent generator is for another device: z is re-seeded", stacklevel=2)
+        else:  # a CUDA generator's state does not fit a CPU one (and vice versa)
+            warnings.warn(f"the checkpoint has no latent-generator state for {self.device.type}: z is re-seeded", stacklevel=2)
             self.latent.manual_seed(rank_seed(self.cfg.seed, 0, self.nimg))
         # each rank resumes its own random streams when the world size is unchanged, else rank 0 takes
         # the saved single stream and the others are re-seeded from (seed, rank, nimg)

@@ -509,10 +509,24 @@ def test_trains_without_nan_and_generates_a_prepared_set(disk_set, tmp_path):
     assert ps.meta["mask_source"] == "generator"
 
 
-def test_resume_is_exact_with_r1_and_path_length(disk_set, tmp_path):
-    sets = [*TINY_SETS, "loss.pl_weight=2", "loss.r1_interval=2", "aug.diffaugment=translation,cutout"]
+def test_resume_is_exact_with_r1_path_length_and_ada(disk_set, tmp_path):
+    sets = [*TINY_SETS, "loss.pl_weight=2", "loss.r1_interval=2", "aug.diffaugment=translation,cutout",
+            "aug.ada_target=0.6"]
     state = assert_resume_exact(disk_set, tmp_path, "stylegan2", sets)
-    assert state["G"]["pl_mean"].item() != 0  # the regulariser's state was part of what resumed exactly
+    # the regularisers' and ADA's states moved and were part of what resumed exactly
+    assert state["G"]["pl_mean"].item() != 0
+    assert state["D"]["ada_p"].item() != 0
+
+
+def test_ada_through_the_trainer_needs_a_supporting_loss(disk_set, tmp_path):
+    from medgan.train import read_stats
+
+    run = train_run(disk_set, tmp_path / "ada", "stylegan2", 0.008,
+                    [*TINY_SETS, "aug.diffaugment=translation", "aug.ada_target=0.6"])
+    assert all("ada_p" in line and "ada_rt" in line for line in read_stats(run))
+    with pytest.raises(ConfigError, match="ada_target"):
+        train_run(disk_set, tmp_path / "dcgan", "dcgan", 0.008, ["aug.diffaugment=translation", "aug.ada_target=0.6"])
+    assert not (tmp_path / "dcgan").exists()  # rejected before anything was written
 
 
 def test_bench_train_reports_s_per_kimg():
