@@ -304,3 +304,36 @@ def test_cli_trains_each_gan_on_the_acdc_phantom(acdc_prepared, tmp_path, gan):
     assert stats[-1]["kimg"] == 0.02 and all(np.isfinite(s["D_total"]) for s in stats)
     assert {"config.json", "status.json", "stats.jsonl", "checkpoint-last.pt"} <= {p.name for p in out.iterdir()}
     assert len(list(out.glob("samples-*.png"))) == 2
+
+
+def test_metric_hooks_and_sample_grids_do_not_shift_training(discs, tmp_path):
+    import random
+
+    @METRIC_HOOKS.register("test-rng-eater")
+    def _eater(ctx):
+        ctx.sample(3)
+        random.random(), np.random.rand(100), torch.rand(100)  # a hook may draw from every global RNG
+        return {"value": 0.0}
+
+    base = ["deterministic=true", "aug.diffaugment=color,translation", "aug.classical=true"]
+    plain = tmp_path / "plain"
+    run_training(tiny_cfg(discs, plain, kimg=0.048, extra=[*base, "grid=0"]), progress=False)
+    busy = tmp_path / "busy"
+    run_training(tiny_cfg(discs, busy, kimg=0.048, extra=[*base, "metrics=test-rng-eater", "metric_kimg=0.016"]), progress=False)
+    a, b = load_checkpoint(plain / "checkpoint-last.pt"), load_checkpoint(busy / "checkpoint-last.pt")
+    for part in ("G", "D", "G_ema"):
+        assert all(torch.equal(v, b[part][k]) for k, v in a[part].items()), part
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_resume_from_another_device_reseeds_z_with_a_warning(finished_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
+    state = load_checkpoint(run / "checkpoint-last.pt")
+    state["latent_device"] = "cuda"  # as if written on a GPU: its generator state cannot drive a CPU one
+    torch.save(state, run / "checkpoint-last.pt")
+    with pytest.warns(UserWarning, match="latent-generator state"):
+        run_training(make_config(out=run, kimg=0.032, resume=True), resume=True, progress=False)
+    assert run_status(run)["status"] == "finished"
