@@ -38,7 +38,7 @@ PROFILES = {
     "quick": Profile(
         name="quick", size=64, kimg=0.5, batch=32, n_generate=96, features="inception-random",
         train_knobs=("g_filters=32", "d_filters=32", "tick_kimg=0.125", "snapshot_kimg=0.25"),
-        unet_seeds=1, unet_knobs={"depth": 3, "width": 16, "max_epochs": 12, "patience": 4},
+        unet_seeds=1, unet_knobs={"depth": 3, "width": 16, "max_epochs": 8, "patience": 3},
     ),
     "paper": Profile(
         name="paper", size=None, kimg=1000, batch=64, n_generate=10000, features="inception",
