@@ -61,7 +61,8 @@ from medgan.data.prepared import SPLITS, load_prepared, split_joint, to_joint, w
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_KEYS = ("format", "config_hash", "G", "D", "G_ema", "opt_G", "opt_D", "rng", "data", "step", "nimg")
 # Fields that may change when a run is resumed: they do not change what is being trained.
-RESUME_FREE_KEYS = ("out", "kimg", "data", "device", "compile", "tick_kimg", "snapshot_kimg", "metric_kimg", "metrics", "grid")
+RESUME_FREE_KEYS = ("out", "kimg", "data", "device", "compile", "tick_kimg", "snapshot_kimg", "metric_kimg", "metrics",
+                    "metric_features", "metric_n", "grid")
 
 
 class CheckpointError(UserError):
@@ -1030,6 +1031,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, progress: bool | Non
 
     if cfg.split not in (*SPLITS, "all"):
         raise ConfigError(f"split={cfg.split!r} is not one of {[*SPLITS, 'all']}")
+    _check_metrics(cfg.metrics)
     dist = dist_from_env()
     if cfg.batch % dist.world_size:
         raise ConfigError(f"batch={cfg.batch} (global) does not split evenly over {dist.world_size} processes")
@@ -1102,6 +1104,17 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, progress: bool | Non
             raise
         _write_status(run_dir, status, reason, trainer.nimg / 1000)
     return run_dir
+
+
+def _check_metrics(names: tuple[str, ...]) -> None:
+    """Unknown metric names fail now, not at the first evaluation hours into the run."""
+    from medgan.hooks import METRIC_HOOKS
+
+    for name in names:
+        try:
+            METRIC_HOOKS[name]
+        except KeyError as e:
+            raise ConfigError(f"metrics: {e.args[0]}") from None
 
 
 def _broadcast_from_rank0(trainer: Trainer) -> None:

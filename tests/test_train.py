@@ -283,6 +283,12 @@ def test_existing_run_folder_without_resume(finished_run, discs, capsys):
     assert folder_digest(finished_run) == before
 
 
+def test_unknown_metric_fails_before_training(discs, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _cli(*_train_args(discs, out, "metrics=nosuchmetric")) == 2
+    assert "nosuchmetric" in capsys.readouterr().err and not out.exists()
+
+
 def test_missing_data_and_unknown_gan(discs, tmp_path, capsys):
     assert _cli("--out", tmp_path / "a", "--kimg", "1") == 2
     assert "--data" in capsys.readouterr().err
