@@ -24,6 +24,10 @@ Run folder (the contract every later tool reads)::
     metric-<name>.jsonl   one line per evaluation of METRIC_HOOKS[name]
     checkpoint-best-<name>.pt   the checkpoint with the lowest value of that metric so far
 
+Several processes: ``torchrun --nproc_per_node N -m medgan.cli train ...`` (or the ``medgan`` script) runs
+data parallel (NCCL on GPUs, gloo on CPU); ``batch`` stays the global batch, rank 0 alone writes the run
+folder, and a run may be resumed on another number of processes (see ``DistInfo``).
+
 Divergence (NaN/Inf in a loss or a parameter, or D saturated for a whole tick) ends the run with
 ``status: diverged`` and returns normally, so a sweep never sees an exception for a bad trial; any
 other exception marks ``failed`` and is re-raised. Bad input (unknown knob value, WGAN clip with GP,
@@ -1166,7 +1170,7 @@ def add_cli(sub) -> None:
     p.add_argument("--gan", help=f"one of {{{_gan_names()}}} (default dcgan; with --resume: the run's)")
     p.add_argument("--out", required=True, help="run folder (must not exist unless --resume)")
     p.add_argument("--kimg", type=float, help="train until this many thousand real images were shown to D")
-    p.add_argument("--batch", type=int, help="batch size")
+    p.add_argument("--batch", type=int, help="global batch size (split evenly over torchrun processes)")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KNOB=VALUE",
                    help="config overrides, e.g. --set lr=1e-4 model.g_filters=32 aug.diffaugment=color,translation")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoint-last.pt")
