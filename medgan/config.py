@@ -156,8 +156,8 @@ class TrainConfig:
     snapshot_kimg: float = 10.0
     metric_kimg: float = 0.0  # 0 = metrics only at the end (if any)
     metrics: tuple[str, ...] = ()
-    metric_features: str = "inception"  # extractor of the fid/kid hooks (inception-random only when asked)
-    metric_n: int = 0  # generated samples per metric evaluation (0 = 1024 on CUDA, 64 on CPU)
+    metric_features: str = ""  # fid/kid hook extractor; "" = $MEDGAN_METRIC_FEATURES or "inception"
+    metric_n: int = 0  # samples per hook evaluation; 0 = $MEDGAN_METRIC_N or 1024 on CUDA / 64 on CPU
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
