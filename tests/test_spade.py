@@ -178,6 +178,15 @@ def test_real_and_fake_of_a_pair_get_the_same_augmentation():
     assert torch.equal(D.seen[-2], D.seen[-1])
 
 
+def test_without_feature_matching_G_step_skips_D_on_reals():
+    mask = mask_to_onehot(random_masks(2, 8, 3), 3)
+    image = torch.zeros(2, 1, 8, 8)
+    D, G = RecordingD(), EchoG(image)
+    loss = SpadeLoss(LossConfig(name="spade", fm_weight=0.0), G, D, channels=1, num_labels=3)
+    _, terms = loss.g_loss(torch.cat([image, mask], dim=1), torch.zeros(2, 2))
+    assert len(D.seen) == 1 and "G_fm" not in terms
+
+
 def test_label_smoothing_is_rejected():
     D, G = RecordingD(), EchoG(torch.zeros(1, 1, 4, 4))
     with pytest.raises(ConfigError, match="label_smoothing"):

@@ -263,19 +263,16 @@ class SpadeLoss(GANLoss):
     def _patches(self, feats):
         return unwrap_module(self.D).patch_logits(feats)
 
-    def _run_D_pair(self, fake: torch.Tensor, real: torch.Tensor):
-        """D on (fake, real) with identical augmentation of both: two ``(logits, feats)``."""
-        if self.augment_pipe is None:
-            return self.D(fake, return_features=True), self.D(real, return_features=True)
-        seed = int(torch.randint(0, 2**62, (1,)).item())
-        gens = []
-        for _ in range(2):
-            g = torch.Generator(device=real.device)
-            g.manual_seed(seed)
-            gens.append(g)
-        fake = self.augment_pipe(fake, generator=gens[0])
-        real = self.augment_pipe(real, generator=gens[1])
-        return self.D(fake, return_features=True), self.D(real, return_features=True)
+    def _run_D_pair(self, fake: torch.Tensor, real: torch.Tensor, *, need_real: bool = True):
+        """D on (fake, real) with identical augmentation of both: two ``(logits, feats)`` (the second None
+        without ``need_real``; the augmentation RNG is consumed the same way either way)."""
+        if self.augment_pipe is not None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())  # CPU RNG: no device sync
+            fake = self.augment_pipe(fake, generator=torch.Generator(device=fake.device).manual_seed(seed))
+            if need_real:
+                real = self.augment_pipe(real, generator=torch.Generator(device=real.device).manual_seed(seed))
+        out_fake = self.D(fake, return_features=True)
+        return out_fake, (self.D(real, return_features=True) if need_real else None)
 
     def d_adv(self, real_logits, fake_logits):  # on lists of per-scale patch maps
         pairs = zip(real_logits, fake_logits, strict=True)
@@ -300,12 +297,13 @@ class SpadeLoss(GANLoss):
 
     def g_loss(self, real, z, mask_onehot=None, step=0):
         fake = self.run_G(z, mask_onehot, real)
-        (fake_logits, fake_feats), (_, real_feats) = self._run_D_pair(fake, real.detach())
+        fm_on = self.cfg.fm_weight > 0
+        (fake_logits, fake_feats), out_real = self._run_D_pair(fake, real.detach(), need_real=fm_on)
         adv = self.g_adv(self._patches(fake_feats))
         total = adv
         terms = {"D_fake": fake_logits.detach().float().mean(), "G_adv": adv.detach()}
-        if self.cfg.fm_weight > 0:
-            fm = paired_feature_matching(real_feats, fake_feats, unwrap_module(self.D).n_stages)
+        if fm_on:
+            fm = paired_feature_matching(out_real[1], fake_feats, unwrap_module(self.D).n_stages)
             total = total + self.cfg.fm_weight * fm
             terms["G_fm"] = fm.detach()
         if self.cfg.vgg_weight > 0:

@@ -500,11 +500,13 @@ class StyleGAN2Loss(GANLoss):
     @torch.no_grad()
     def _ada_update(self, real_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         r_t = real_logits.detach().float().sign().mean()
+        batch = real_logits.shape[0]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # every rank sees its own shard of reals: average r_t so all ranks keep the same p
+            # every rank sees its own shard of the global batch: average r_t so all ranks keep the same p
+            world = torch.distributed.get_world_size()
             torch.distributed.all_reduce(r_t)
-            r_t = r_t / torch.distributed.get_world_size()
-        step = torch.sign(r_t - self.ada_target) * (real_logits.shape[0] / (self.ada_kimg * 1000.0))
+            r_t, batch = r_t / world, batch * world
+        step = torch.sign(r_t - self.ada_target) * (batch / (self.ada_kimg * 1000.0))
         self.ada_p.copy_((self.ada_p + step).clamp(0.0, 1.0))
         return {"ada_rt": r_t, "ada_p": self.ada_p.detach().clone()}
 
