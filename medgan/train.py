@@ -46,7 +46,6 @@ import math
 import os
 import platform
 import random
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -61,6 +60,7 @@ from torch import nn
 from medgan.cli import UserError
 from medgan.config import ConfigError, TrainConfig, apply_overrides, replace
 from medgan.data.prepared import SPLITS, load_prepared, split_joint, to_joint, write_json
+from medgan.io import atomic_torch_save, atomic_write
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_KEYS = ("format", "config_hash", "G", "D", "G_ema", "opt_G", "opt_D", "rng", "data", "step", "nimg")
@@ -677,15 +677,7 @@ class Trainer:
 # ---------------------------------------------------------------------------------------------
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """``torch.save`` to a temp file in the same folder, then ``os.replace`` (never a half file)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(state, path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -734,15 +726,7 @@ def pairs_grid(images: np.ndarray, masks: np.ndarray, columns: int = 4) -> np.nd
 def save_grid(path: str | os.PathLike, images: np.ndarray, masks: np.ndarray) -> None:
     from PIL import Image
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(pairs_grid(images, masks)).save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: Image.fromarray(pairs_grid(images, masks)).save(tmp, format="PNG"))
 
 
 # ---------------------------------------------------------------------------------------------

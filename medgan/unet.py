@@ -41,6 +41,7 @@ from torch import nn
 
 from medgan.config import ConfigError, apply_overrides, from_dict, to_dict
 from medgan.data.prepared import PreparedSet, load_prepared, write_json
+from medgan.io import atomic_torch_save
 from medgan.metrics.segmentation import confusion_counts, dice_report, foreground_labels, jsonable, mean_ci
 
 CHECKPOINT = "unet.pt"
@@ -488,25 +489,11 @@ def train_unet(
         "data": data,
         **summary,
     }
-    _atomic_torch_save(ckpt, run_dir / CHECKPOINT)
+    atomic_torch_save(ckpt, run_dir / CHECKPOINT)
     write_json(run_dir / "status.json", jsonable({"status": "finished", **summary}))
     return run_dir
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# ---------------------------------------------------------------------------------------------
-# loading, evaluation, encoder
-# ---------------------------------------------------------------------------------------------
 def _checkpoint_path(run: str | os.PathLike) -> Path:
     """``run`` is a run folder with ``unet.pt``, the file itself, or a ``segment`` folder (-> its first seed)."""
     run = Path(run)

@@ -24,11 +24,14 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+
+from medgan.io import atomic_write_text  # noqa: F401  (re-exported: part of this module's API)
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -89,19 +92,6 @@ def split_joint(joint, channels: int):
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file + rename (readers never see half a file)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
@@ -223,7 +213,7 @@ class PreparedWriter:
                 delattr(self, name)
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
-    def __enter__(self) -> "PreparedWriter":
+    def __enter__(self) -> PreparedWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -423,8 +413,8 @@ def describe(ps: PreparedSet) -> str:
         + (f", run {m['run_id']}" if m.get("run_id") else "")
         + ")",
         f"  images      {len(ps)} x {m['channels']} x {m['image_size']} x {m['image_size']} ({ps.images.dtype})",
-        f"  labels      " + ", ".join(f"{k}={v}" for k, v in m["labels"].items()),
-        f"  splits      " + ", ".join(f"{s}: {len(m['splits'][s])} patients / {m['counts'][s]} slices" for s in SPLITS),
+        "  labels      " + ", ".join(f"{k}={v}" for k, v in m["labels"].items()),
+        "  splits      " + ", ".join(f"{s}: {len(m['splits'][s])} patients / {m['counts'][s]} slices" for s in SPLITS),
         f"  normalise   {m['normalisation']}",
         f"  inputs      sha256 {m['inputs_sha256'][:16]}…",
     ]
