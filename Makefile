@@ -22,7 +22,7 @@ PYTEST_ARGS  ?=
 
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup phantoms prepare notebooks book test test-unit test-notebooks bench clean distclean
+.PHONY: help setup phantoms prepare notebooks book lint test test-unit test-notebooks bench clean distclean
 
 help:
 	@echo "make book    set up, make phantoms, run notebooks with papermill, build the HTML book (offline)"
@@ -79,7 +79,10 @@ book: setup notebooks
 # ---------------------------------------------------------------- tests
 test: setup test-unit test-notebooks
 
-test-unit: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check medgan tests book
+
+test-unit: $(STAMP) lint
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS) tests
 
 test-notebooks: notebooks

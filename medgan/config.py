@@ -201,14 +201,14 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         return from_dict(cls, d)
 
     @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
+    def load(cls, path: str | Path) -> TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-    def with_overrides(self, assignments: list[str] | dict[str, Any]) -> "TrainConfig":
+    def with_overrides(self, assignments: list[str] | dict[str, Any]) -> TrainConfig:
         return apply_overrides(self, assignments)
 
 

@@ -7,9 +7,10 @@ appends it to ``metric-<name>.jsonl`` and keeps ``checkpoint-best-<name>.pt`` fo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -6,7 +6,7 @@ phantom figure pass for the real datasets.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -75,7 +75,7 @@ def examples_figure(sets: Sequence[PreparedSet], n: int = 4, seed: int = 0):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(sets), 2 * n, figsize=(2.0 * 2 * n, 2.3 * len(sets)), squeeze=False)
-    for row, ps in zip(axes, sets):
+    for row, ps in zip(axes, sets, strict=True):
         picks = pick_examples(ps, n, seed)
         for j in range(2 * n):
             row[j].axis("off")
@@ -117,7 +117,7 @@ def intensity_figure(sets: Sequence[PreparedSet], max_slices: int = 200, seed: i
 
     fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 3), squeeze=False)
     rng = np.random.default_rng(seed)
-    for ax, ps in zip(axes[0], sets):
+    for ax, ps in zip(axes[0], sets, strict=True):
         idx = np.sort(rng.choice(len(ps), size=min(max_slices, len(ps)), replace=False))
         images = np.asarray(ps.images[idx], np.float32).mean(axis=1)
         masks = np.asarray(ps.masks[idx])
