@@ -151,6 +151,7 @@ class TrainConfig:
     lr_d: float | None = None  # None = same as lr
     beta1: float = 0.5
     beta2: float = 0.999
+    ema_rampup: float = 0.05  # half-life <= this fraction of the images seen so far (0 = off)
     ema_kimg: float = 10.0  # G_ema half-life in kimg (0 = off)
     tick_kimg: float = 1.0
     snapshot_kimg: float = 10.0
@@ -181,8 +182,8 @@ class TrainConfig:
             raise ConfigError(f"device={self.device!r} is not auto, cpu or cuda[:N]")
         if self.batch < 1 or self.kimg <= 0:
             raise ConfigError("batch must be >= 1 and kimg > 0")
-        if self.tick_kimg <= 0 or self.snapshot_kimg <= 0 or self.metric_kimg < 0 or self.ema_kimg < 0:
-            raise ConfigError("tick_kimg and snapshot_kimg must be > 0, metric_kimg and ema_kimg >= 0")
+        if self.tick_kimg <= 0 or self.snapshot_kimg <= 0 or self.metric_kimg < 0 or self.ema_kimg < 0 or self.ema_rampup < 0:
+            raise ConfigError("tick_kimg and snapshot_kimg must be > 0; metric_kimg, ema_kimg and ema_rampup >= 0")
         if self.resolution < 0 or self.grid < 0:
             raise ConfigError(f"resolution ({self.resolution}) and grid ({self.grid}) must be >= 0")
 

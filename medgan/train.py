@@ -588,6 +588,9 @@ class Trainer:
     @torch.no_grad()
     def update_ema(self) -> None:
         ema_nimg = self.cfg.ema_kimg * 1000
+        if self.cfg.ema_rampup > 0:
+            # StyleGAN2-ADA's ramp-up: early on G_ema follows G closely, so short runs do not sample the init
+            ema_nimg = min(ema_nimg, (self.step + 1) * self.images_per_step * self.cfg.ema_rampup)
         beta = 0.5 ** (self.images_per_step / ema_nimg) if ema_nimg > 0 else 0.0
         ema_params = list(self.G_ema.parameters())
         params = [p.detach() for p in self.G.parameters()]
