@@ -129,6 +129,8 @@ def load_generator(run_dir: str | os.PathLike, checkpoint: str = "last", device:
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
     cfg = TrainConfig.from_dict(info["config"])
+    if truncation is None:
+        truncation = cfg.model.truncation  # what G applies by itself when not told otherwise
     ds = info["dataset"]
     path = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(path)
@@ -147,13 +149,16 @@ def generate(
     *,
     batch: int = 256,
     seed: int = 0,
-    truncation: float = 1.0,
+    truncation: float | None = None,
     overwrite: bool = False,
     checkpoint: str = "last",
     device: str = "auto",
     progress: bool | None = None,
 ) -> Path:
-    """Write ``n`` image + mask pairs sampled from the run's ``G_ema`` as a prepared set in ``out_dir``."""
+    """Write ``n`` image + mask pairs sampled from the run's ``G_ema`` as a prepared set in ``out_dir``.
+
+    ``truncation=None`` samples as the run's config says (``model.truncation``); the value used is recorded.
+    """
     from tqdm.auto import tqdm
 
     from medgan.config import TrainConfig
@@ -170,6 +175,8 @@ def generate(
     dev = resolve_device(device)
     G, info, state, ckpt_path = load_generator(run_dir, checkpoint, dev)
     cfg = TrainConfig.from_dict(info["config"])
+    if truncation is None:
+        truncation = cfg.model.truncation  # what G applies by itself when not told otherwise
     ds = info["dataset"]
     channels, num_labels, size = int(ds["channels"]), len(ds["labels"]), int(ds["image_size"])
     conditional = bool(getattr(G, "conditional", False))
@@ -226,7 +233,8 @@ def add_cli(sub) -> None:
     p.add_argument("--out", required=True, help="output prepared folder")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--truncation", type=float, default=1.0, help="truncation psi (1 = off)")
+    p.add_argument("--truncation", type=float, default=None,
+                   help="truncation psi (1 = off; default: the run's model.truncation)")
     p.add_argument("--checkpoint", default="last", help="last | best-<metric> | a checkpoint path")
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

@@ -422,8 +422,18 @@ class Trainer:
 
         fused = device.type == "cuda"
         lr_d = cfg.lr if cfg.lr_d is None else cfg.lr_d
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
+        # Lazy regularisation (R1 every k-th D step, path length every k-th G step) changes the effective
+        # update rate; StyleGAN2-ADA compensates with lr * k/(k+1) and beta ** (k/(k+1)).
+        g_ratio = d_ratio = 1.0
+        if cfg.loss.r1_gamma > 0 and cfg.loss.r1_interval > 1 and getattr(self.loss, "lazy_r1", False):
+            d_ratio = cfg.loss.r1_interval / (cfg.loss.r1_interval + 1)
+        pl_interval = int(getattr(self.loss, "pl_interval", 1))
+        if cfg.loss.pl_weight > 0 and pl_interval > 1:
+            g_ratio = pl_interval / (pl_interval + 1)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr * g_ratio,
+                                      betas=(cfg.beta1**g_ratio, cfg.beta2**g_ratio), fused=fused or None)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=lr_d * d_ratio,
+                                      betas=(cfg.beta1**d_ratio, cfg.beta2**d_ratio), fused=fused or None)
         self.order = DataOrder(len(joint), seed=cfg.seed)
         # z comes from its own generator, identical on every rank (each keeps its slice of the global z)
         self.latent = torch.Generator(device=device).manual_seed(cfg.seed)

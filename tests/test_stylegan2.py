@@ -558,3 +558,22 @@ def test_compiled_training_step_does_not_fall_back():
     assert isinstance(trainer.loss.G, torch._dynamo.eval_frame.OptimizedModule)
     assert "D_r1" in stats and "G_pl" in stats
     assert all(torch.isfinite(v).all() for v in stats.values())
+
+
+def test_lazy_regularisation_compensates_adam():
+    """StyleGAN2-ADA's mb_ratio: R1 every 16 D steps -> D lr * 16/17, betas ** (16/17); likewise G with path length."""
+    from medgan.config import TrainConfig, apply_overrides
+    from medgan.train import Trainer, apply_gan
+
+    base = apply_overrides(apply_gan(TrainConfig(batch=4), "stylegan2"), [*TINY_SETS, "loss.pl_weight=2"])
+    joint = torch.cat([torch.rand(8, 1, 16, 16) * 2 - 1, torch.ones(8, 2, 16, 16)], dim=1)
+    t = Trainer(base, joint, channels=1, num_labels=2, device=torch.device("cpu"))
+    k, g = base.loss.r1_interval, t.loss.pl_interval
+    (d_group,), (g_group,) = t.opt_D.param_groups, t.opt_G.param_groups
+    lr_d = base.lr if base.lr_d is None else base.lr_d
+    assert d_group["lr"] == pytest.approx(lr_d * k / (k + 1))
+    assert d_group["betas"][1] == pytest.approx(base.beta2 ** (k / (k + 1)))
+    assert g_group["lr"] == pytest.approx(base.lr * g / (g + 1))
+    plain = Trainer(apply_overrides(base, ["loss.pl_weight=0", "loss.r1_gamma=0"]), joint, channels=1, num_labels=2,
+                    device=torch.device("cpu"))
+    assert plain.opt_D.param_groups[0]["lr"] == pytest.approx(lr_d) and plain.opt_G.param_groups[0]["lr"] == pytest.approx(base.lr)

@@ -461,7 +461,8 @@ class StyleGAN2Loss(GANLoss):
     name = "stylegan2"
     allows_label_smoothing = False
     supports_ada = True  # the trainer passes ada_target=cfg.aug.ada_target only to losses that say so
-    pl_interval = 4
+    lazy_r1 = True  # R1 every r1_interval D steps: the trainer compensates D's Adam (lr, betas)
+    pl_interval = 4  # likewise for G's Adam when pl_weight > 0
     pl_batch_shrink = 2
     pl_decay = 0.01
     ada_kimg = 100.0
