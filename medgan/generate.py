@@ -129,8 +129,6 @@ def load_generator(run_dir: str | os.PathLike, checkpoint: str = "last", device:
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
     cfg = TrainConfig.from_dict(info["config"])
-    if truncation is None:
-        truncation = cfg.model.truncation  # what G applies by itself when not told otherwise
     ds = info["dataset"]
     path = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(path)
@@ -175,6 +173,8 @@ def generate(
     dev = resolve_device(device)
     G, info, state, ckpt_path = load_generator(run_dir, checkpoint, dev)
     cfg = TrainConfig.from_dict(info["config"])
+    if truncation is None:
+        truncation = cfg.model.truncation  # what G applies by itself when not told otherwise
     if truncation is None:
         truncation = cfg.model.truncation  # what G applies by itself when not told otherwise
     ds = info["dataset"]
