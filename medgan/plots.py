@@ -187,3 +187,30 @@ def metrics_table(result: dict):
 
     walk(result)
     return pd.DataFrame({"value": flat})
+
+
+def dice_figure(results: dict, title: str = ""):
+    """Bar chart of per-class and mean Dice (mean over seeds ± 95 % CI) for each training set.
+
+    ``results``: ``{training-set name: medgan.unet.segment(...) result}``.
+    """
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    classes = list(next(iter(results.values()))["dice"])  # foreground classes then "mean"
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(classes) * len(names) * 0.5), 3.4))
+    for j, name in enumerate(names):
+        d = results[name]["dice"]
+        means = [d[c]["mean"] if d[c]["mean"] is not None else float("nan") for c in classes]
+        errs = [d[c].get("ci95") if d[c].get("ci95") is not None else 0.0 for c in classes]
+        errs = [0.0 if e != e else e for e in errs]  # NaN CI (one seed) -> no bar
+        xs = np.arange(len(classes)) + (j - (len(names) - 1) / 2) * width
+        ax.bar(xs, means, width, yerr=errs, capsize=2, label=name)
+    ax.set_xticks(np.arange(len(classes)), classes)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("Dice on the real test patients")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
