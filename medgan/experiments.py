@@ -102,3 +102,33 @@ def segmentation(train_dirs, test: PreparedSet, out_dir, *, seeds: int, augment:
     if done.is_file():
         return json.loads(done.read_text())
     return segment(list(train_dirs), test.root, seeds=seeds, augment=augment, cfg=cfg, out_dir=out_dir)
+
+
+def table2_frame(dice: dict, fid: dict, domain: dict, *, features: str):
+    """Table 2 as a DataFrame: one row per training set (real, real+aug, each GAN, real + each GAN).
+
+    ``dice[name]`` are ``medgan.unet.segment`` results; ``fid[gan]`` / ``domain[gan]`` are
+    ``medgan.metrics.evaluate`` results for the GAN rows (the paper reports FID for generated sets only).
+    """
+    import pandas as pd
+
+    def fmt(mean, ci):
+        if mean is None or mean != mean:
+            return "n/a"
+        return f"{mean:.3f}" if ci is None or ci != ci else f"{mean:.3f} ± {ci:.3f}"
+
+    rows = []
+    for name, d in dice.items():
+        r, dom = fid.get(name), domain.get(name)
+        seeds = len(d["dice"]["mean"].get("values", [])) or "?"
+        rows.append({
+            "training set": name,
+            "kind": d["training_set"],
+            f"FID ({features})": round(r["fid"], 2) if r else "",
+            "FID 95% CI": f"[{r['fid_ci95'][0]:.1f}, {r['fid_ci95'][1]:.1f}]" if r and r.get("fid_ci95") else "",
+            "KID": round(r["kid_mean"], 4) if r and "kid_mean" in r else "",
+            "near-copies": r.get("memorisation", {}).get("near_copy_fraction", "") if r else "",
+            "domain FID": round(dom["fid"], 2) if dom else "",
+            f"Dice (mean of {seeds} seed(s) ± CI95)": fmt(d["dice"]["mean"]["mean"], d["dice"]["mean"].get("ci95")),
+        })
+    return pd.DataFrame(rows).set_index("training set")
