@@ -36,8 +36,8 @@ class Profile:
 
 PROFILES = {
     "quick": Profile(
-        name="quick", size=64, kimg=2.0, batch=32, n_generate=96, features="inception-random",
-        train_knobs=("g_filters=32", "d_filters=32", "tick_kimg=0.25", "snapshot_kimg=1.0"),
+        name="quick", size=64, kimg=8.0, batch=32, n_generate=96, features="inception-random",
+        train_knobs=("g_filters=32", "d_filters=32", "tick_kimg=0.5", "snapshot_kimg=4.0"),
         unet_seeds=1, unet_knobs={"depth": 3, "width": 16, "max_epochs": 8, "patience": 3},
     ),
     "paper": Profile(
