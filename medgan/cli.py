@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "medgan.generate",        # medgan generate
     "medgan.metrics.commands",  # medgan fid
     "medgan.unet",            # medgan segment
+    "medgan.sweep",           # medgan sweep
     "medgan.bench",           # medgan bench train|fid
 )
 
