@@ -20,10 +20,4 @@ def add_cli(sub) -> None:
     bench_sub = p.add_subparsers(dest="bench", metavar="BENCH")
     bench_sub.required = True
     for name in BENCH_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:
-                continue
-            raise
-        module.add_bench_cli(bench_sub)
+        importlib.import_module(name).add_bench_cli(bench_sub)
