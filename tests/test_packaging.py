@@ -50,3 +50,13 @@ def test_notebooks_are_committed_without_outputs_and_with_parameters():
         nb = nbformat.read(path, as_version=4)
         assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), f"{path.name}: no parameters cell"
         assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name}: has outputs"
+
+
+def test_cli_has_one_command_per_arrow_of_the_data_flow():
+    from medgan.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    assert set(commands) == {"data", "train", "generate", "fid", "segment", "sweep", "bench"}
+    bench = next(a for a in commands["bench"]._actions if a.dest == "bench").choices
+    assert {"train", "fid"} <= set(bench)
