@@ -214,3 +214,43 @@ def dice_figure(results: dict, title: str = ""):
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def embed_2d(features: dict, seed: int = 0) -> dict:
+    """UMAP of each extractor's features, real and generated together (one fit per extractor and GAN).
+
+    ``features[(extractor, gan)] = (real [n, d], generated [m, d])`` ->
+    ``{(extractor, gan): (real_xy [n, 2], generated_xy [m, 2])}``.
+    """
+    import umap
+
+    out = {}
+    for key, (real, gen) in features.items():
+        both = np.concatenate([real, gen]).astype(np.float32)
+        reducer = umap.UMAP(n_neighbors=min(15, len(both) - 1), random_state=seed, n_jobs=1)
+        xy = reducer.fit_transform(both)
+        out[key] = (xy[: len(real)], xy[len(real):])
+    return out
+
+
+def umap_figure(embeddings: dict, title: str = ""):
+    """The paper's Fig 6: rows = feature extractor, columns = GAN; red real, blue generated."""
+    import matplotlib.pyplot as plt
+
+    extractors = sorted({k[0] for k in embeddings}, key=lambda e: (not e.startswith("inception"), e))
+    gans = sorted({k[1] for k in embeddings})
+    fig, axes = plt.subplots(len(extractors), len(gans), figsize=(4 * len(gans), 3.6 * len(extractors)), squeeze=False)
+    for i, ext in enumerate(extractors):
+        for j, gan in enumerate(gans):
+            ax = axes[i][j]
+            real_xy, gen_xy = embeddings[(ext, gan)]
+            ax.scatter(*real_xy.T, s=6, c="tab:red", alpha=0.7, label="real")
+            ax.scatter(*gen_xy.T, s=6, c="tab:blue", alpha=0.7, label="generated")
+            ax.set_title(f"{gan} — {ext.split(':')[0]} features", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0][0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
