@@ -66,8 +66,10 @@ def prepared_set(dataset: str, profile: str, *, data_root="data", raw_root=None,
 
 
 def run_status(run_dir) -> dict:
-    path = Path(run_dir) / "status.json"
-    return json.loads(path.read_text()) if path.is_file() else {"status": "absent"}
+    """``medgan.train.run_status``, but ``{"status": "absent"}`` for a run not started yet."""
+    from medgan.train import run_status as read_status
+
+    return read_status(run_dir) if (Path(run_dir) / "status.json").is_file() else {"status": "absent"}
 
 
 def trained_run(real: PreparedSet, gan: str, profile: str, *, runs_root="runs", seed: int = 0,

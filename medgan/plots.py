@@ -130,23 +130,15 @@ def intensity_figure(sets: Sequence[PreparedSet], max_slices: int = 200, seed: i
     return fig
 
 
-def read_jsonl(path) -> list[dict]:
-    import json
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def training_curves(run_dir, title: str | None = None):
     """Loss terms, D(real)/D(fake) means and throughput per tick, from a run's ``stats.jsonl``."""
     from pathlib import Path
 
     import matplotlib.pyplot as plt
 
-    stats = read_jsonl(Path(run_dir) / "stats.jsonl")
+    from medgan.train import read_stats
+
+    stats = read_stats(run_dir)
     if not stats:
         raise FileNotFoundError(f"{Path(run_dir) / 'stats.jsonl'} is missing or empty: has the run trained a tick?")
     kimg = [s["kimg"] for s in stats]
