@@ -12,6 +12,7 @@ MATHJAX      := book/_static/mathjax/tex-chtml.js
 PROFILE      ?= quick
 SEED         ?= 0
 DATA         ?= data
+RUNS         ?= runs
 RAW          := $(DATA)/raw
 PREPARED     := $(DATA)/prepared
 EXECUTED     := book/executed
@@ -63,12 +64,14 @@ $(PREPARED)/%/dataset.json: $(RAW)/%/PHANTOM.txt
 # ---------------------------------------------------------------- notebooks -> book
 notebooks: $(EXECUTED_NB)
 
+# Paths are injected absolute: nbval re-executes the notebooks from book/executed/, and must find (and
+# reuse) the same data and runs instead of training a second copy there.
 # Notebooks make what they need themselves (medgan.experiments: phantoms only in the quick profile),
 # so `make book PROFILE=paper DATA=/path/to/real` never writes a phantom next to the real data.
 $(EXECUTED)/%.ipynb: notebooks/%.ipynb | $(STAMP)
 	@mkdir -p $(EXECUTED)
 	$(VENV)/bin/papermill --no-progress-bar --cwd . -k python3 $< $@.tmp.ipynb \
-	    -p profile $(PROFILE) -p seed $(SEED) -p data_root $(DATA)
+	    -p profile $(PROFILE) -p seed $(SEED) -p data_root $(abspath $(DATA)) -p runs_root $(abspath $(RUNS))
 	@mv $@.tmp.ipynb $@
 
 book: setup notebooks
