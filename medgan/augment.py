@@ -1,4 +1,4 @@
-"""DiffAugment on joint image + mask tensors (Zhao et al. 2020), and the classical augmentation's home.
+"""DiffAugment on joint image + mask tensors (Zhao et al. 2020), and its adaptive (ADA) wrapper.
 
 ``DiffAugment("color,translation,cutout", channels=C)(x [N, C + K, H, W]) -> [N, C + K, H, W]`` applies
 the same random, differentiable transforms to real and fake batches before D (the loss does that):
@@ -17,8 +17,11 @@ apart. (The reference implementation fills with 0: for a {-1, +1} one-hot that i
 Both are a gather/``torch.where`` over x, so they stay differentiable in x and leave kept pixels bit-exact.
 
 Randomness comes from ``generator`` when given (``pipe(x, generator=g)``), else the global RNG (which
-the trainer seeds and checkpoints). Classical augmentation of the real set lives in
-``medgan.data.transforms``; its public names are re-exported here lazily.
+the trainer seeds and checkpoints).
+
+``AdaptiveAugment(pipe, p)`` applies ``pipe`` to a fraction ``p`` of the samples (ADA); the loss that
+supports it (``medgan.losses.stylegan2``) moves ``p``. Classical augmentation of the real set (before
+training, not on what D sees) is ``medgan.data.transforms``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from medgan.config import AugConfig, ConfigError
+from medgan.config import AugConfig
+from medgan.errors import ConfigError
 from medgan.registry import Registry
 
 # name -> op(x [N, C+K, H, W], channels C, fill [1, C+K, 1, 1], generator) -> x
@@ -139,17 +143,22 @@ def build_augment_pipe(aug_cfg: AugConfig, channels: int) -> Callable[[torch.Ten
     return DiffAugment(aug_cfg.diffaugment, channels)
 
 
-def __getattr__(name: str):
-    # classical augmentation is written in medgan.data.transforms; re-export it without a hard import
-    if name.startswith("_"):
-        raise AttributeError(name)
-    try:
-        from medgan.data import transforms
-    except ModuleNotFoundError as e:
-        if e.name != "medgan.data.transforms":
-            raise
-        raise AttributeError(f"module 'medgan.augment' has no attribute {name!r}") from None
-    try:
-        return getattr(transforms, name)
-    except AttributeError:
-        raise AttributeError(f"module 'medgan.augment' has no attribute {name!r}") from None
+class AdaptiveAugment:
+    """``pipe`` applied to each sample with probability ``p`` (a 0-d tensor, read at every call).
+
+    The ADA idea (Karras et al. 2020, "Training GANs with limited data") on top of a DiffAugment-style
+    pipe: instead of always augmenting, augment a fraction ``p`` of what D sees, and let the loss move
+    ``p`` so that D does not overfit. The pipe runs on the whole batch and ``torch.where`` picks per
+    sample, so there is no branch on the value of ``p``.
+    """
+
+    def __init__(self, pipe: Callable[..., torch.Tensor], p: torch.Tensor):
+        self.pipe, self.p = pipe, p
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        augmented = self.pipe(x, generator=generator) if generator is not None else self.pipe(x)
+        u = torch.rand(x.shape[0], 1, 1, 1, device=x.device, generator=generator)
+        return torch.where(u < self.p.to(x.device), augmented, x)
+
+    def __repr__(self) -> str:
+        return f"AdaptiveAugment({self.pipe!r}, p={float(self.p):.3f})"

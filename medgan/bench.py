@@ -7,11 +7,12 @@ absolute numbers only when they ran on a GPU (the device name is printed with th
 
 from __future__ import annotations
 
-import importlib
+from medgan import train_bench
+from medgan.metrics import bench as metric_bench
 
-BENCH_MODULES = (
-    "medgan.train_bench",    # medgan bench train --model dcgan --size 128 --batch 64
-    "medgan.metrics.bench",  # medgan bench fid --n 10000
+BENCHES = (
+    train_bench,   # medgan bench train --model dcgan --size 128 --batch 64
+    metric_bench,  # medgan bench fid --n 10000
 )
 
 
@@ -19,5 +20,5 @@ def add_cli(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (img/s, s/kimg, peak memory, FID speed)")
     bench_sub = p.add_subparsers(dest="bench", metavar="BENCH")
     bench_sub.required = True
-    for name in BENCH_MODULES:
-        importlib.import_module(name).add_bench_cli(bench_sub)
+    for module in BENCHES:
+        module.add_bench_cli(bench_sub)

@@ -1,30 +1,35 @@
-"""``medgan`` command line: one subcommand per arrow of the data flow.
+"""``medgan`` command line: one subcommand per arrow of the data flow (the top layer; nothing imports it).
 
-Each feature module owns its subcommand through ``add_cli(subparsers)``; the parser sets
-``func`` to a callable taking the parsed ``argparse.Namespace`` and returning an exit code.
-Every command is a thin wrapper over an importable function (its "Python twin").
+Each feature owns its subcommand through ``add_cli(subparsers)``; the parser sets ``func`` to a callable
+taking the parsed ``argparse.Namespace`` and returning an exit code. Every command is a thin wrapper over
+an importable function (its "Python twin").
+
+Errors: a ``medgan.errors.UserError`` (bad input: a missing folder, an unknown knob, a broken file) is
+printed as one line and exits 2. Anything else is a bug in medgan and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-# module -> provides add_cli(subparsers). Order = order in --help.
-COMMAND_MODULES = (
-    "medgan.data.commands",   # medgan data phantom|prepare|info
-    "medgan.train",           # medgan train
-    "medgan.generate",        # medgan generate
-    "medgan.metrics.commands",  # medgan fid
-    "medgan.unet",            # medgan segment
-    "medgan.sweep",           # medgan sweep
-    "medgan.bench",           # medgan bench train|fid
+from medgan import bench, generate, sweep
+from medgan.data import commands as data_commands
+from medgan.errors import UserError
+from medgan.metrics import commands as metric_commands
+from medgan.segmentation import commands as segment_commands
+from medgan.training import commands as train_commands
+
+# Order = order in --help.
+COMMANDS = (
+    data_commands,     # medgan data phantom|prepare|info
+    train_commands,    # medgan train
+    generate,          # medgan generate
+    metric_commands,   # medgan fid
+    segment_commands,  # medgan segment
+    sweep,             # medgan sweep
+    bench,             # medgan bench train|fid
 )
-
-
-class UserError(Exception):
-    """An error caused by the user's input: printed as one line, exit code 2, no traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,29 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).add_cli(sub)
+    for module in COMMANDS:
+        module.add_cli(sub)
     return parser
-
-
-# Exceptions whose message is already a complete, user-facing sentence (file + problem).
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from medgan.data.prepared import PreparedFormatError
-
-    errors: list[type[BaseException]] = [UserError, PreparedFormatError, FileExistsError, FileNotFoundError, KeyError]
-    try:
-        from medgan.data.formats import RawFormatError
-
-        errors.append(RawFormatError)
-    except ImportError:
-        pass
-    try:
-        from medgan.config import ConfigError
-
-        errors.append(ConfigError)
-    except ImportError:
-        pass
-    return tuple(errors)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,11 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except _user_errors() as e:
+    except UserError as e:
         if args.traceback:
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"medgan {args.command}: error: {msg}", file=sys.stderr)
+        print(f"medgan {args.command}: error: {e}", file=sys.stderr)
         return 2
 
 

@@ -21,12 +21,14 @@ import hashlib
 import json
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
-from pathlib import Path
 from typing import Any
 
+from medgan.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A config names an unknown field or a value outside the field's allowed set."""
+# Fields that may change when a run is resumed: they change how long and how it is watched, not what
+# is trained. ``TrainConfig.hash`` leaves them out, so one hash names a training run across resumes.
+RESUME_FREE_KEYS = ("out", "kimg", "data", "device", "compile", "tick_kimg", "snapshot_kimg", "metric_kimg",
+                    "metrics", "metric_features", "metric_n", "grid")
 
 
 ACTIVATIONS = ("relu", "leakyrelu", "elu", "selu")
@@ -191,23 +193,23 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
     def hash(self) -> str:
-        """Short hash of everything that changes the result (not ``out``/``kimg``)."""
-        d = self.to_dict()
-        d.pop("out", None)
-        d.pop("kimg", None)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        """Short hash of the fields that define what is trained (``RESUME_FREE_KEYS`` left out).
+
+        The one config hash: ``config.json``'s ``config_hash``, every checkpoint's, and a generated set's.
+        """
+        d = {k: v for k, v in flatten(self.to_dict()).items() if k not in RESUME_FREE_KEYS}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """``["lr: 0.0002 -> 0.001", ...]`` for the fields of ``hash`` that differ from ``other``."""
+        fa, fb = flatten(self.to_dict()), flatten(other.to_dict())
+        return [f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}" for k in sorted(set(fa) | set(fb))
+                if k not in RESUME_FREE_KEYS and fa.get(k) != fb.get(k)]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         return from_dict(cls, d)
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
     def with_overrides(self, assignments: list[str] | dict[str, Any]) -> TrainConfig:
         return apply_overrides(self, assignments)
@@ -222,6 +224,18 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return list(obj)
     return obj
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"g_filters": 64}}`` -> ``{"model.g_filters": 64}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -331,3 +345,42 @@ def apply_overrides(cfg: Any, assignments: list[str] | dict[str, Any]) -> Any:
 
 def replace(cfg: Any, **changes: Any) -> Any:
     return dataclasses.replace(cfg, **changes)
+
+
+# ---------------------------------------------------------------------------------------------
+# profiles: the two ways of running the study
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Profile:
+    """Sizes of one way of running the study. ``quick``: phantoms on CPU; ``paper``: real data on a GPU."""
+
+    name: str
+    size: int | None  # prepared image size; None = the paper's size per dataset
+    kimg: float  # GAN training length
+    batch: int
+    n_generate: int  # generated pairs per GAN
+    features: str  # FID feature extractor
+    phantoms: bool  # may write phantoms where the raw data is missing (never in ``paper``)
+    train_knobs: tuple[str, ...] = ()  # extra --set knobs for GAN training
+    unet_seeds: int = 3
+    unet_knobs: dict = field(default_factory=dict)  # UNetConfig fields
+
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(
+        name="quick", size=64, kimg=8.0, batch=32, n_generate=96, features="inception-random", phantoms=True,
+        train_knobs=("g_filters=32", "d_filters=32", "tick_kimg=0.5", "snapshot_kimg=4.0"),
+        unet_seeds=1, unet_knobs={"depth": 3, "width": 16, "max_epochs": 8, "patience": 3},
+    ),
+    "paper": Profile(
+        name="paper", size=None, kimg=1000, batch=64, n_generate=10000, features="inception", phantoms=False,
+        unet_seeds=3, unet_knobs={},
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ConfigError(f"unknown profile {name!r}; use one of {sorted(PROFILES)}") from None

@@ -7,57 +7,39 @@ A notebook says *what* (dataset, GAN, profile); this module turns that into the 
     {runs_root}/<dataset>-<size>-<gan>-<profile>      GAN run folder
     {data_root}/generated/<run name>                  generated prepared set
 
-Each step reuses a finished result (so rebuilding the book does not retrain) and never deletes anything.
+Each step reuses a result only when it is *current*: made by this very code (``medgan.runtime.code_version``)
+from this very config and inputs (see ``run_staleness``, ``generated_staleness``, ``segmentation_staleness``).
+A stale result is never deleted: it is renamed ``<name>.stale-<its code version or hash>`` next to where it
+was, and the step is redone into the original name. So rebuilding the book does not retrain, and a code or
+config change is never hidden by an old artefact.
+
+The second half holds what the notebooks print: short, rounded, path-free text that nbval compares.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass, field
+import math
 from pathlib import Path
+from typing import Any
 
+from medgan.config import PROFILES, Profile, get_profile  # noqa: F401  (the notebooks read profiles here)
+from medgan.data import ensure_prepared
 from medgan.data.prepared import PreparedSet, load_prepared
+from medgan.generate import generate
+from medgan.io import sha256_files, write_json
+from medgan.runtime import code_version
+from medgan.segmentation import UNetConfig, segment
+from medgan.training import make_config, run_training
+from medgan.training import run_status as read_status
 
-
-@dataclass(frozen=True)
-class Profile:
-    """Sizes of one way of running the study. ``quick``: phantoms on CPU; ``paper``: real data on a GPU."""
-
-    name: str
-    size: int | None  # prepared image size; None = the paper's size per dataset
-    kimg: float  # GAN training length
-    batch: int
-    n_generate: int  # generated pairs per GAN
-    features: str  # FID feature extractor
-    train_knobs: tuple[str, ...] = ()  # extra --set knobs for GAN training
-    unet_seeds: int = 3
-    unet_knobs: dict = field(default_factory=dict)  # UNetConfig fields
-
-
-PROFILES = {
-    "quick": Profile(
-        name="quick", size=64, kimg=8.0, batch=32, n_generate=96, features="inception-random",
-        train_knobs=("g_filters=32", "d_filters=32", "tick_kimg=0.5", "snapshot_kimg=4.0"),
-        unet_seeds=1, unet_knobs={"depth": 3, "width": 16, "max_epochs": 8, "patience": 3},
-    ),
-    "paper": Profile(
-        name="paper", size=None, kimg=1000, batch=64, n_generate=10000, features="inception",
-        unet_seeds=3, unet_knobs={},
-    ),
-}
-
-
-def get_profile(name: str) -> Profile:
-    try:
-        return PROFILES[name]
-    except KeyError:
-        raise ValueError(f"unknown profile {name!r}; use one of {sorted(PROFILES)}") from None
+REUSABLE_RUN_STATUS = ("finished", "diverged")  # a diverged run is a result too (status.json says why)
+INPUTS_FILE = "inputs.json"  # next to segment.json: content hashes of the sets that U-Net result used
 
 
 def prepared_set(dataset: str, profile: str, *, data_root="data", raw_root=None, size=None, seed: int = 0) -> PreparedSet:
     """The prepared set of ``dataset`` at the profile's size (phantoms written first in ``quick``)."""
-    from medgan.data import ensure_prepared
-
     p = get_profile(profile)
     size = size or p.size
     raw = Path(raw_root or Path(data_root) / "raw") / dataset
@@ -65,71 +47,269 @@ def prepared_set(dataset: str, profile: str, *, data_root="data", raw_root=None,
     return ensure_prepared(dataset, raw, out, profile=profile, seed=seed, size=size)
 
 
-def run_status(run_dir) -> dict:
-    """``medgan.train.run_status``, but ``{"status": "absent"}`` for a run not started yet."""
-    from medgan.train import run_status as read_status
+def expected_source(profile: str) -> str:
+    """The ``source`` every prepared set of ``profile`` must record: ``phantom`` (quick) or ``raw`` (paper)."""
+    return "phantom" if get_profile(profile).phantoms else "raw"
 
+
+def run_status(run_dir) -> dict:
+    """``medgan.training.run_status``, but ``{"status": "absent"}`` for a run not started yet."""
     return read_status(run_dir) if (Path(run_dir) / "status.json").is_file() else {"status": "absent"}
 
 
-def trained_run(real: PreparedSet, gan: str, profile: str, *, runs_root="runs", seed: int = 0,
-                kimg: float | None = None, batch: int | None = None, overrides=()) -> Path:
-    """Train ``gan`` on ``real`` unless a finished run of that name exists; returns the run folder."""
-    from medgan.train import make_config, run_training
+# ---------------------------------------------------------------------------------------------
+# reuse: a result is reused only when current; a stale one is moved aside, never deleted
+# ---------------------------------------------------------------------------------------------
+def _read_json(path: Path) -> dict | None:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
 
+
+def _is_empty(path: Path) -> bool:
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
+def move_aside(path, tag: str | None) -> Path:
+    """Rename ``path`` to ``<name>.stale-<tag>`` (``-2``, ``-3``... when taken); returns the new path."""
+    path = Path(path)
+    tag = "".join(c if c.isalnum() or c in ".+-_" else "_" for c in str(tag or "unknown"))
+    dest = path.with_name(f"{path.name}.stale-{tag}")
+    i = 2
+    while dest.exists():
+        dest = path.with_name(f"{path.name}.stale-{tag}-{i}")
+        i += 1
+    path.rename(dest)
+    return dest
+
+
+def _stale_tag(recorded: dict) -> str:
+    """What names a stale folder: the code version that made it when that is not this one ("unknown" when
+    it recorded none), else the config hash it recorded (else that same code version)."""
+    old = recorded.get("code_version")
+    if old != code_version():
+        return old or "unknown"
+    return recorded.get("config_hash") or old
+
+
+def _set_aside(path: Path, reason: str, tag: str) -> None:
+    if not _is_empty(path):
+        dest = move_aside(path, tag)
+        print(f"{path.name}: not reused ({reason}); kept as {dest.name}")
+
+
+def run_staleness(run_dir, cfg, real: PreparedSet | None = None) -> str | None:
+    """Why the run in ``run_dir`` may not stand for training ``cfg`` now (None: reuse it).
+
+    Current = status finished (or diverged), ``config.json``'s ``config_hash`` == ``cfg.hash()`` and its
+    ``code_version`` == ``code_version()``, trained for ``cfg.kimg`` (left out of the hash, as a resume may
+    raise it) and on the prepared set ``real`` (its content hash; ``data`` is a path, left out of the hash).
+    """
+    run_dir = Path(run_dir)
+    status = run_status(run_dir)["status"]
+    if status not in REUSABLE_RUN_STATUS:
+        return f"status {status}"
+    info = _read_json(run_dir / "config.json")
+    if info is None:
+        return "no readable config.json"
+    if info.get("config_hash") != cfg.hash():
+        return f"config hash {info.get('config_hash')} != {cfg.hash()}"
+    if info.get("code_version") != code_version():
+        return f"code version {info.get('code_version')} != {code_version()}"
+    kimg = (info.get("config") or {}).get("kimg")
+    if kimg != cfg.kimg:
+        return f"kimg {kimg} != {cfg.kimg}"
+    recorded = (info.get("dataset") or {}).get("content_sha256")
+    if real is not None and recorded != real.content_sha256:
+        return f"trained on other data (content {str(recorded)[:12]} != {real.content_sha256[:12]})"
+    return None
+
+
+def trained_run(real: PreparedSet, gan: str, profile: str, *, runs_root="runs", seed: int = 0,
+                kimg: float | None = None, batch: int | None = None, overrides=(), progress: bool | None = None) -> Path:
+    """Train ``gan`` on ``real`` unless a current run of that name exists (``run_staleness``); returns the folder.
+
+    A stale run is renamed ``<name>.stale-<its code version or config hash>`` and the run is trained anew.
+    """
     p = get_profile(profile)
     run_dir = Path(runs_root) / f"{real.root.name}-{gan}-{profile}"
-    if run_status(run_dir)["status"] == "finished":
-        return run_dir
     knobs = list(p.train_knobs) + list(overrides) + [f"seed={seed}"]
     cfg = make_config(out=run_dir, data=real.root, gan=gan, kimg=kimg or p.kimg, batch=batch or p.batch, overrides=knobs)
-    return run_training(cfg)
+    reason = run_staleness(run_dir, cfg, real)
+    if reason is None:
+        return run_dir
+    _set_aside(run_dir, reason, _stale_tag(_read_json(run_dir / "config.json") or {}))
+    return run_training(cfg, progress=progress)
 
 
-def generated_set(run_dir, profile: str, *, data_root="data", n: int | None = None, seed: int = 0) -> PreparedSet:
-    """Sample the profile's number of pairs from a run's ``G_ema`` unless that set exists."""
-    from medgan.generate import generate
+def generated_staleness(out_dir, run_dir, *, n: int, seed: int) -> str | None:
+    """Why the generated set in ``out_dir`` may not stand for sampling ``n`` pairs from ``run_dir`` now.
 
+    Current = its ``dataset.json`` records the run's current ``config_hash`` and this ``code_version()``,
+    the same ``n`` and ``seed``, and the hash of the checkpoint it was sampled from still matches that file.
+    """
+    meta = _read_json(Path(out_dir) / "dataset.json")
+    if meta is None:
+        return "absent"
+    run_hash = (_read_json(Path(run_dir) / "config.json") or {}).get("config_hash")
+    if run_hash is None or meta.get("config_hash") != run_hash:
+        return f"config hash {meta.get('config_hash')} != the run's {run_hash}"
+    if meta.get("code_version") != code_version():
+        return f"code version {meta.get('code_version')} != {code_version()}"
+    if (meta.get("counts") or {}).get("train") != n or meta.get("seed") != seed:
+        return f"{(meta.get('counts') or {}).get('train')} pairs with seed {meta.get('seed')}, not {n} with seed {seed}"
+    ckpt = Path(run_dir) / str(meta.get("checkpoint"))
+    if not ckpt.is_file() or sha256_files([ckpt]) != meta.get("inputs_sha256"):
+        return f"{ckpt.name} of the run is not the checkpoint it was sampled from"
+    return None
+
+
+def generated_set(run_dir, profile: str, *, data_root="data", n: int | None = None, seed: int = 0,
+                  progress: bool | None = None) -> PreparedSet:
+    """Sample the profile's number of pairs from a run's ``G_ema`` unless that set exists and is current."""
     out = Path(data_root) / "generated" / Path(run_dir).name
-    if not (out / "dataset.json").is_file():
-        generate(run_dir, n or get_profile(profile).n_generate, out, seed=seed)
+    n = n or get_profile(profile).n_generate
+    reason = generated_staleness(out, run_dir, n=n, seed=seed)
+    if reason is not None:
+        _set_aside(out, reason, _stale_tag(_read_json(out / "dataset.json") or {}))
+        generate(run_dir, n, out, seed=seed, progress=progress)
     return load_prepared(out)
 
 
-def segmentation(train_dirs, test: PreparedSet, out_dir, *, seeds: int, augment: bool = False, cfg=None) -> dict:
-    """``medgan.unet.segment`` unless ``out_dir/segment.json`` exists (then that result is returned)."""
-    from medgan.unet import segment
+def _jsonish(x: Any) -> Any:
+    return json.loads(json.dumps(x, default=str))
 
-    done = Path(out_dir) / "segment.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    return segment(list(train_dirs), test.root, seeds=seeds, augment=augment, cfg=cfg, out_dir=out_dir)
+
+def _segment_inputs(train_dirs, test: PreparedSet) -> dict:
+    return {"code_version": code_version(),
+            "train_content_sha256": [load_prepared(d).content_sha256 for d in train_dirs],
+            "test_content_sha256": test.content_sha256}
+
+
+def segmentation_staleness(out_dir, train_dirs, test: PreparedSet, *, seeds: int, cfg: UNetConfig) -> str | None:
+    """Why ``out_dir/segment.json`` may not stand for ``segment(train_dirs, test, seeds, cfg)`` now.
+
+    Current = its top-level ``code_version`` (missing: stale) is this ``code_version()``, it was made with
+    ``seeds`` seeds and the U-Net config ``cfg``, and ``inputs.json`` next to it records the content hashes
+    of the same training and test sets (a regenerated set changes them).
+    """
+    out_dir = Path(out_dir)
+    result = _read_json(out_dir / "segment.json")
+    if result is None:
+        return "absent"
+    if result.get("code_version") != code_version():
+        return f"code version {result.get('code_version')} != {code_version()}"
+    if result.get("n_seeds") != seeds:
+        return f"{result.get('n_seeds')} seed(s), not {seeds}"
+    if _jsonish(result.get("config")) != _jsonish(cfg.to_dict()):
+        return "another U-Net config"
+    if _read_json(out_dir / INPUTS_FILE) != _segment_inputs(train_dirs, test):
+        return "other training or test sets"
+    return None
+
+
+def segmentation(train_dirs, test: PreparedSet, out_dir, *, seeds: int, augment: bool = False, cfg=None,
+                 progress: bool | None = None) -> dict:
+    """``medgan.segmentation.segment`` unless ``out_dir/segment.json`` is current (then that result is returned)."""
+    train_dirs, out_dir = list(train_dirs), Path(out_dir)
+    cfg = cfg or UNetConfig()
+    if augment:
+        cfg = dataclasses.replace(cfg, augment=True)
+    reason = segmentation_staleness(out_dir, train_dirs, test, seeds=seeds, cfg=cfg)
+    if reason is None:
+        return json.loads((out_dir / "segment.json").read_text())
+    _set_aside(out_dir, reason, _stale_tag(_read_json(out_dir / "segment.json") or {}))
+    result = segment(train_dirs, test.root, seeds=seeds, augment=augment, cfg=cfg, out_dir=out_dir, progress=progress)
+    write_json(out_dir / INPUTS_FILE, _segment_inputs(train_dirs, test))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# what the notebooks print (nbval compares it): rounded, no paths, no timings
+# ---------------------------------------------------------------------------------------------
+def _num(x: Any, fmt: str = ".4g") -> str:
+    """A number as stable text: ``fmt`` (4 significant digits by default), ``n/a`` for None/NaN/inf."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return format(x, fmt) if isinstance(x, float) else str(x)
+
+
+def run_summary(run_dir) -> str:
+    """``hinge on acdc (phantom data, 64², 116 training slices): finished at kimg 8.000, batch 32, seed 0``."""
+    info = _read_json(Path(run_dir) / "config.json") or {}
+    status, cfg, ds = run_status(run_dir), info.get("config") or {}, info.get("dataset") or {}
+    reason = f" ({status['reason']})" if status.get("reason") else ""
+    return (f"{info.get('gan')} on {ds.get('name')} ({ds.get('source')} data, {ds.get('image_size')}², "
+            f"{ds.get('n_train')} training slices): {status['status']} at kimg {_num(status.get('kimg'), '.3f')}"
+            f"{reason}, batch {cfg.get('batch')}, seed {cfg.get('seed')}")
+
+
+METRIC_KEYS = ("features", "n_real", "n_gen", "fid", "fid_ci95", "rank_deficient", "floor.fid", "kid_mean", "kid_std",
+               "floor.kid_mean", "precision", "recall", "density", "coverage", "memorisation.near_copy_fraction",
+               "memorisation.p_value", "memorisation.memorised")
+
+
+def metrics_summary(result: dict, keys=METRIC_KEYS) -> str:
+    """The entries ``keys`` (dotted = nested) of a ``medgan.metrics.evaluate`` result, one a line, numbers to
+    4 significant digits (no paths, no timings: what nbval compares)."""
+    lines = []
+    for key in keys:
+        v: Any = result
+        for part in key.split("."):
+            v = v.get(part) if isinstance(v, dict) else None
+        if v is None:
+            continue
+        if isinstance(v, (list, tuple)):
+            v = "[" + ", ".join(_num(float(x)) for x in v) + "]"
+        lines.append(f"{key:<34} {_num(v)}")
+    return "\n".join(lines)
+
+
+def dice_frame(dice: dict, digits: int = 3):
+    """Per training set: Dice per class and mean (mean over seeds), rounded; NaN stays NaN."""
+    import pandas as pd
+
+    rows = {name: {c: v["mean"] for c, v in d["dice"].items()} for name, d in dice.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").astype(float).round(digits)
+
+
+def features_summary(feats: dict) -> str:
+    """``inception-random / hinge: real 116 × 2048, generated 96 × 2048`` (the U-Net's path left out)."""
+    lines = []
+    for (ext, gan), (a, b) in feats.items():
+        name = "unet (real-data U-Net)" if ext.startswith("unet:") else ext
+        lines.append(f"{name} / {gan}: real {a.shape[0]} × {a.shape[1]}, generated {b.shape[0]} × {b.shape[1]}")
+    return "\n".join(lines)
 
 
 def table2_frame(dice: dict, fid: dict, domain: dict, *, features: str):
     """Table 2 as a DataFrame: one row per training set (real, real+aug, each GAN, real + each GAN).
 
-    ``dice[name]`` are ``medgan.unet.segment`` results; ``fid[gan]`` / ``domain[gan]`` are
+    ``dice[name]`` are ``medgan.segmentation.segment`` results; ``fid[gan]`` / ``domain[gan]`` are
     ``medgan.metrics.evaluate`` results for the GAN rows (the paper reports FID for generated sets only).
+    Every cell is a string or rounded number ("" where a column does not apply, "n/a" for a NaN Dice).
     """
     import pandas as pd
 
     def fmt(mean, ci):
-        if mean is None or mean != mean:
+        if mean is None or not math.isfinite(mean):
             return "n/a"
-        return f"{mean:.3f}" if ci is None or ci != ci else f"{mean:.3f} ± {ci:.3f}"
+        return f"{mean:.3f}" if ci is None or not math.isfinite(ci) else f"{mean:.3f} ± {ci:.3f}"
 
+    seeds = max((len(d["dice"]["mean"].get("values") or []) for d in dice.values()), default=0) or "?"
     rows = []
     for name, d in dice.items():
         r, dom = fid.get(name), domain.get(name)
-        seeds = len(d["dice"]["mean"].get("values", [])) or "?"
+        near = r.get("memorisation", {}).get("near_copy_fraction") if r else None
         rows.append({
             "training set": name,
             "kind": d["training_set"],
             f"FID ({features})": round(r["fid"], 2) if r else "",
             "FID 95% CI": f"[{r['fid_ci95'][0]:.1f}, {r['fid_ci95'][1]:.1f}]" if r and r.get("fid_ci95") else "",
             "KID": round(r["kid_mean"], 4) if r and "kid_mean" in r else "",
-            "near-copies": r.get("memorisation", {}).get("near_copy_fraction", "") if r else "",
+            "near-copies": round(near, 3) if near is not None else "",
             "domain FID": round(dom["fid"], 2) if dom else "",
             f"Dice (mean of {seeds} seed(s) ± CI95)": fmt(d["dice"]["mean"]["mean"], d["dice"]["mean"].get("ci95")),
         })

@@ -18,7 +18,6 @@ floating point); masks for a conditional G are drawn per batch from a second gen
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -27,114 +26,45 @@ import numpy as np
 import torch
 from torch import nn
 
-from medgan.cli import UserError
-from medgan.data.prepared import PreparedWriter, mask_to_onehot, sha256_files, split_joint
+from medgan.config import TrainConfig
+from medgan.data.prepared import PreparedWriter, load_prepared, split_joint
+from medgan.errors import ConfigError, OutputExistsError
+from medgan.io import sha256_files
+from medgan.models import MODELS
+from medgan.runtime import amp_dtype, code_version, progress_bar, resolve_device
+from medgan.sampling import MASK_SOURCE_GENERATOR, MASK_SOURCE_WARPED, draw_masks, sample_joint
+from medgan.training.runs import checkpoint_path, checkpoint_run_info, load_checkpoint
 
-MASK_SOURCE_GENERATOR = "generator"
-MASK_SOURCE_WARPED = "training masks under random geometric augmentation (medgan.data.transforms.random_geometric_masks)"
 
+def build_generator(state: dict[str, Any], info: dict[str, Any]) -> nn.Module:
+    """An untrained G of the architecture a checkpoint was written for.
 
-def _call_G(G: nn.Module, z: torch.Tensor, mask_onehot: torch.Tensor | None, truncation: float) -> torch.Tensor:
-    """``G(z, mask)``; truncation goes to G when it takes it (StyleGAN2: toward the mean w), else scales z.
-
-    Scaling z by ψ is the same rule applied in z space (the mean of z is 0), the usual DCGAN stand-in.
+    The checkpoint's own ``config``/``dims`` decide; ``info`` (its run's ``config.json``) serves
+    checkpoints written before they carried them.
     """
-    if truncation == 1.0:
-        return G(z, mask_onehot)
-    params = inspect.signature(G.forward).parameters
-    for name in ("truncation_psi", "truncation"):
-        if name in params:
-            return G(z, mask_onehot, **{name: truncation})
-    return G(z * truncation, mask_onehot)
+    model_cfg = TrainConfig.from_dict(state.get("config", info["config"])).model
+    if "dims" in state:
+        dims = state["dims"]
+        channels, num_labels, resolution = int(dims["channels"]), int(dims["num_labels"]), int(dims["resolution"])
+    else:
+        ds = info["dataset"]
+        channels, num_labels, resolution = int(ds["channels"]), len(ds["labels"]), int(ds["image_size"])
+    return MODELS[model_cfg.name](model_cfg, channels=channels, num_labels=num_labels, resolution=resolution).G
 
 
-@torch.no_grad()
-def sample_joint(
-    G: nn.Module,
-    z: torch.Tensor,
-    masks: torch.Tensor | None = None,
-    *,
-    num_labels: int,
-    device: torch.device | str = "cpu",
-    amp: torch.dtype | None = None,
-    batch: int = 256,
-    truncation: float = 1.0,
-) -> torch.Tensor:
-    """``z [n, z_dim]`` (+ ``masks [n, H, W]`` for a conditional G) -> joint ``[n, C + K, H, W]`` float32 on CPU."""
-    device = torch.device(device)
-    was_training = G.training
-    G.eval()
-    out = []
-    try:
-        for s in range(0, len(z), batch):
-            zb = z[s : s + batch].to(device)
-            mb = None if masks is None else mask_to_onehot(masks[s : s + batch], num_labels).to(device)
-            with torch.autocast(device_type=device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                joint = _call_G(G, zb, mb, truncation)
-            out.append(joint.float().clamp_(-1, 1).cpu())
-    finally:
-        G.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+def load_generator(source: str | os.PathLike, checkpoint: str = "last", device: str | torch.device = "cpu"):
+    """Load ``G_ema`` of a run: ``source`` is a run folder (with ``checkpoint`` = ``last``, ``best-fid``...)
+    or a checkpoint file, which is enough on its own.
 
-
-def draw_masks(train_masks: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    """``n`` masks ``[n, H, W]`` for a conditional G: warped random training masks (see module doc)."""
-    from medgan.data.transforms import random_geometric_masks
-
-    return random_geometric_masks(train_masks, n, generator=generator)
-
-
-def sample_pairs(
-    G: nn.Module,
-    n: int,
-    *,
-    generator: torch.Generator,
-    channels: int,
-    num_labels: int,
-    device: torch.device | str = "cpu",
-    amp: torch.dtype | None = None,
-    train_masks: torch.Tensor | None = None,
-    batch: int = 256,
-    truncation: float = 1.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` pairs from ``G``: (``images float32 [n, C, H, W]`` in [-1, 1], ``masks int64 [n, H, W]``).
-
-    ``train_masks`` (int64 ``[N, H, W]``) is required for a conditional G and ignored otherwise.
+    Returns ``(G_ema, info, state, path)``: G in eval mode on ``device`` with gradients off, the run's
+    description (``config``, ``dataset``, ``config_hash``, ``gan``), the whole checkpoint state and the
+    file it came from.
     """
-    conditional = bool(getattr(G, "conditional", False))
-    if conditional and train_masks is None:
-        raise ValueError("a conditional G needs train_masks to draw its input masks from")
-    z = torch.randn(n, G.z_dim, generator=generator)
-    masks = draw_masks(train_masks, n, generator) if conditional else None
-    joint = sample_joint(G, z, masks, num_labels=num_labels, device=device, amp=amp, batch=batch, truncation=truncation)
-    image, mask = split_joint(joint, channels)
-    return image.numpy(), mask.numpy()
-
-
-def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
-    """``"last"`` -> checkpoint-last.pt, ``"best-fid"`` -> checkpoint-best-fid.pt, else a path."""
-    for candidate in (run_dir / f"checkpoint-{checkpoint}.pt", Path(checkpoint)):
-        if candidate.is_file():
-            return candidate
-    known = sorted(p.name for p in run_dir.glob("checkpoint-*.pt"))
-    raise UserError(f"no checkpoint {checkpoint!r} in {run_dir} (found: {', '.join(known) or 'none'})")
-
-
-def load_generator(run_dir: str | os.PathLike, checkpoint: str = "last", device: str | torch.device = "cpu"):
-    """(``G_ema`` in eval mode on ``device``, run info dict, checkpoint state) of a run."""
-    from medgan.config import TrainConfig
-    from medgan.models import MODELS
-    from medgan.train import load_checkpoint, read_run_info
-
-    run_dir = Path(run_dir)
-    info = read_run_info(run_dir)
-    cfg = TrainConfig.from_dict(info["config"])
-    ds = info["dataset"]
-    path = checkpoint_path(run_dir, checkpoint)
+    source = Path(source)
+    path = source if source.is_file() else checkpoint_path(source, checkpoint)
     state = load_checkpoint(path)
-    pair = MODELS[cfg.model.name](cfg.model, channels=int(ds["channels"]), num_labels=len(ds["labels"]),
-                                  resolution=int(ds["image_size"]))
-    G = pair.G
+    info = checkpoint_run_info(state, path)
+    G = build_generator(state, info)
     G.load_state_dict(state["G_ema"])
     G.to(device).eval().requires_grad_(False)
     return G, info, state, path
@@ -157,24 +87,18 @@ def generate(
 
     ``truncation=None`` samples as the run's config says (``model.truncation``); the value used is recorded.
     """
-    from tqdm.auto import tqdm
-
-    from medgan.config import TrainConfig
-    from medgan.train import amp_dtype, resolve_device
-
     if n < 1:
-        raise UserError(f"--n must be >= 1, got {n}")
+        raise ConfigError(f"--n must be >= 1, got {n}")
     if batch < 1:
-        raise UserError(f"--batch must be >= 1, got {batch}")
+        raise ConfigError(f"--batch must be >= 1, got {batch}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"output directory {out_dir} already exists (pass --overwrite to replace it)")
+        raise OutputExistsError(f"output directory {out_dir} already exists (pass --overwrite to replace it)")
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     G, info, state, ckpt_path = load_generator(run_dir, checkpoint, dev)
+    run_dir = ckpt_path.parent  # also when handed the checkpoint file itself
     cfg = TrainConfig.from_dict(info["config"])
-    if truncation is None:
-        truncation = cfg.model.truncation  # what G applies by itself when not told otherwise
     if truncation is None:
         truncation = cfg.model.truncation  # what G applies by itself when not told otherwise
     ds = info["dataset"]
@@ -182,8 +106,6 @@ def generate(
     conditional = bool(getattr(G, "conditional", False))
     train_masks = None
     if conditional:
-        from medgan.data.prepared import load_prepared
-
         ps = load_prepared(ds["root"])
         train_masks = torch.from_numpy(ps.load(cfg.split)[1])
     amp = amp_dtype(cfg.amp, dev)
@@ -200,6 +122,7 @@ def generate(
         "run_id": run_dir.resolve().name,
         "run_dir": str(run_dir.resolve()),
         "config_hash": info.get("config_hash"),
+        "code_version": code_version(),
         "gan": cfg.gan or info.get("gan"),
         "model": cfg.model.name,
         "loss": cfg.loss.name,
@@ -213,7 +136,7 @@ def generate(
     z_all = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
     mask_gen = torch.Generator().manual_seed(seed + 1)
     with PreparedWriter(out_dir, n=n, channels=channels, size=size, meta=meta, overwrite=overwrite) as w:
-        with tqdm(total=n, unit="img", desc="generate", disable=(None if progress is None else not progress)) as bar:
+        with progress_bar(total=n, unit="img", desc="generate", progress=progress) as bar:
             for s in range(0, n, batch):
                 z = z_all[s : s + batch]
                 masks = draw_masks(train_masks, len(z), mask_gen) if conditional else None
@@ -228,7 +151,7 @@ def generate(
 def add_cli(sub) -> None:
     p = sub.add_parser("generate", help="sample N image+mask pairs from a run into a prepared set",
                        description="Sample N image + mask pairs from a training run's G_ema into the prepared format.")
-    p.add_argument("run_dir", help="training run folder (medgan train --out)")
+    p.add_argument("run_dir", help="training run folder (medgan train --out), or one of its checkpoint files")
     p.add_argument("--n", type=int, default=10000, help="number of pairs (default 10000, as the paper)")
     p.add_argument("--out", required=True, help="output prepared folder")
     p.add_argument("--batch", type=int, default=256)

@@ -6,47 +6,15 @@ phantom figure pass for the real datasets.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from medgan.data.prepared import SPLITS, PreparedSet
-
-# One colour per label index (0 = background is transparent in overlays).
-LABEL_COLOURS = np.array(
-    [
-        [0, 0, 0],
-        [230, 25, 75],  # 1: red   (ACDC RV / liver / optic disc)
-        [60, 180, 75],  # 2: green (ACDC MYO)
-        [0, 130, 200],  # 3: blue  (ACDC LV)
-        [255, 225, 25],
-        [145, 30, 180],
-    ],
-    dtype=np.uint8,
-)
-
-
-def colorize_mask(mask: np.ndarray) -> np.ndarray:
-    """``mask [H, W]`` int labels -> ``[H, W, 3]`` uint8 RGB (label colours, background black)."""
-    mask = np.asarray(mask).astype(np.int64)
-    return LABEL_COLOURS[np.clip(mask, 0, len(LABEL_COLOURS) - 1)]
-
-
-def image_to_display(image: np.ndarray) -> np.ndarray:
-    """``image [C, H, W]`` in [-1, 1] -> ``[H, W]`` (gray) or ``[H, W, 3]`` float in [0, 1]."""
-    image = np.asarray(image, dtype=np.float32)
-    out = np.clip((image + 1.0) / 2.0, 0.0, 1.0)
-    return out[0] if out.shape[0] == 1 else np.moveaxis(out, 0, -1)
-
-
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Blend the coloured mask over the image: ``[H, W, 3]`` float in [0, 1]."""
-    base = image_to_display(image)
-    if base.ndim == 2:
-        base = np.repeat(base[..., None], 3, axis=-1)
-    colours = colorize_mask(mask).astype(np.float32) / 255.0
-    fg = (np.asarray(mask) > 0)[..., None]
-    return np.where(fg, (1 - alpha) * base + alpha * colours, base)
+from medgan.errors import InputNotFoundError
+from medgan.images import colorize_mask, image_to_display, overlay  # noqa: F401  (part of the plotting API)
+from medgan.training.runs import read_stats
 
 
 def provenance(ps: PreparedSet) -> str:
@@ -136,11 +104,9 @@ def training_curves(run_dir, title: str | None = None):
 
     import matplotlib.pyplot as plt
 
-    from medgan.train import read_stats
-
     stats = read_stats(run_dir)
     if not stats:
-        raise FileNotFoundError(f"{Path(run_dir) / 'stats.jsonl'} is missing or empty: has the run trained a tick?")
+        raise InputNotFoundError(f"{Path(run_dir) / 'stats.jsonl'} is missing or empty: has the run trained a tick?")
     kimg = [s["kimg"] for s in stats]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
     for key in sorted({k for s in stats for k in s}):
@@ -196,7 +162,7 @@ def dice_figure(results: dict, title: str = ""):
         d = results[name]["dice"]
         means = [d[c]["mean"] if d[c]["mean"] is not None else float("nan") for c in classes]
         errs = [d[c].get("ci95") if d[c].get("ci95") is not None else 0.0 for c in classes]
-        errs = [0.0 if e != e else e for e in errs]  # NaN CI (one seed) -> no bar
+        errs = [e if math.isfinite(e) else 0.0 for e in errs]  # NaN CI (one seed) -> no bar
         xs = np.arange(len(classes)) + (j - (len(names) - 1) / 2) * width
         ax.bar(xs, means, width, yerr=errs, capsize=2, label=name)
     ax.set_xticks(np.arange(len(classes)), classes)

@@ -31,7 +31,9 @@ from typing import Any
 import pandas as pd
 
 from medgan.config import TABLE1, ConfigError, TrainConfig, _resolve_key, apply_overrides
-from medgan.data.prepared import atomic_write_text, write_json
+from medgan.data.prepared import load_prepared
+from medgan.io import atomic_write_text, jsonable, read_jsonl, write_json
+from medgan.training import make_config, run_status, run_training
 
 try:
     from optuna.trial import TrialState
@@ -122,8 +124,6 @@ def _get(d: dict[str, Any], dotted: str) -> Any:
 
 def trial_config(cfg: SweepConfig, params: dict[str, Any], number: int) -> TrainConfig:
     """The ``TrainConfig`` of trial ``number``: GANS[gan], the sweep settings, the sampled knobs, then ``fixed``."""
-    from medgan.train import make_config
-
     base = make_config(out=Path(cfg.out) / f"trial-{number}", data=cfg.data, gan=cfg.gan, kimg=cfg.kimg,
                        batch=cfg.batch)
     base = apply_overrides(base, {"seed": cfg.seed, "metrics": [cfg.metric], "metric_kimg": 0.0,
@@ -132,16 +132,11 @@ def trial_config(cfg: SweepConfig, params: dict[str, Any], number: int) -> Train
 
 
 def _last_metric(run_dir: Path, name: str) -> dict[str, Any] | None:
-    path = run_dir / f"metric-{name}.jsonl"
-    if not path.is_file():
-        return None
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    return json.loads(lines[-1]) if lines else None
+    records = read_jsonl(run_dir / f"metric-{name}.jsonl")
+    return records[-1] if records else None
 
 
 def _objective(cfg: SweepConfig, space: dict[str, tuple], progress: bool | None):
-    from medgan.train import run_status, run_training
-
     def objective(trial) -> float:
         params = {k: trial.suggest_categorical(k, list(v)) for k, v in space.items()}
         run_dir = Path(cfg.out) / f"trial-{trial.number}"
@@ -207,8 +202,6 @@ def run_sweep(cfg: SweepConfig, *, progress: bool | None = None) -> pd.DataFrame
     space = {k: v for k, v in space.items() if k not in pinned}
     # a typo in --set or the data path fails here, once, not as N failed trials
     trial_config(cfg, {}, 0)
-    from medgan.data.prepared import load_prepared
-
     load_prepared(cfg.data)
 
     out = Path(cfg.out)
@@ -248,7 +241,7 @@ def _summary(cfg: SweepConfig, frame: pd.DataFrame, space: dict[str, tuple], pin
     if len(ok):
         row = ok.loc[ok["value"].idxmin()]
         best = {"trial": int(row["trial"]), "value": float(row["value"]), "run_dir": row["run_dir"],
-                "knobs": {k: _plain(row[k]) for k in [*space, *sorted(pinned & set(TABLE1))] if k in row}}
+                "knobs": {k: jsonable(row[k]) for k in [*space, *sorted(pinned & set(TABLE1))] if k in row}}
     return {
         "config": {**asdict(cfg), "fixed": list(cfg.fixed)},
         "storage": cfg.storage_url,
@@ -261,10 +254,6 @@ def _summary(cfg: SweepConfig, frame: pd.DataFrame, space: dict[str, tuple], pin
         "status_counts": {k: int(v) for k, v in frame["status"].value_counts().items()},
         "best": best,
     }
-
-
-def _plain(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,12 @@ from typing import Any
 import torch
 
 from medgan.config import TrainConfig, apply_overrides, replace
-from medgan.train import Trainer, _device_name, _peak_memory_reset, apply_gan, peak_memory_mb, resolve_device
+from medgan.data.prepared import to_joint
+from medgan.errors import UnknownNameError
+from medgan.io import write_json
+from medgan.models import GANS, MODELS
+from medgan.runtime import device_name, peak_memory_mb, peak_memory_reset, resolve_device, rss_mb
+from medgan.training import Trainer, apply_gan
 
 MODES = {
     # name -> (amp, compile)
@@ -37,20 +42,8 @@ MODES = {
 }
 
 
-def _rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def _synthetic_joint(n: int, channels: int, num_labels: int, size: int, device: torch.device, seed: int) -> torch.Tensor:
     """``[n, C + K, size, size]``: uniform images in [-1, 1] and a random (blocky) one-hot mask."""
-    from medgan.data.prepared import to_joint
-
     g = torch.Generator().manual_seed(seed)
     image = torch.rand(n, channels, size, size, generator=g) * 2 - 1
     coarse = torch.randint(num_labels, (n, 1, max(1, size // 8), max(1, size // 8)), generator=g).float()
@@ -83,8 +76,8 @@ def _run_mode(mode: str, *, model: str, gan: str, size: int, batch: int, device:
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
-    base_rss = _rss_mb()
-    _peak_memory_reset(dev)
+    base_rss = rss_mb()
+    peak_memory_reset(dev)
     torch.manual_seed(seed)
     trainer = Trainer(cfg, joint, channels=channels, num_labels=num_labels, device=dev)
     t0 = time.perf_counter()
@@ -147,8 +140,6 @@ def bench_train(
 
     ``isolate`` (default: on CPU) runs each mode in its own process so peak-RSS figures are comparable.
     """
-    from medgan.models import GANS, MODELS
-
     MODELS[model]  # unknown model -> KeyError listing the known ones
     gan = gan or (model if model in GANS else "dcgan")
     dev = resolve_device(device)
@@ -157,7 +148,7 @@ def bench_train(
     warmup = warmup if warmup is not None else (10 if cuda else 1)
     unknown = [m for m in modes if m not in MODES]
     if unknown:
-        raise KeyError(f"unknown bench mode(s) {unknown}; known: {', '.join(MODES)}")
+        raise UnknownNameError(f"unknown bench mode(s) {unknown}; known: {', '.join(MODES)}")
     isolate = (not cuda) if isolate is None else isolate
     kw = dict(model=model, gan=gan, size=size, batch=batch, device=str(dev), channels=channels, num_labels=num_labels,
               overrides=list(overrides), steps=steps, warmup=warmup, seed=seed)
@@ -168,7 +159,7 @@ def bench_train(
         r["mem_vs_" + ref["mode"]] = r["peak_mem_mb"] / ref["peak_mem_mb"] if ref["peak_mem_mb"] > 0 else None
     return {
         "bench": "train", "model": model, "gan": gan, "size": size, "batch": batch, "channels": channels,
-        "num_labels": num_labels, "steps": steps, "warmup": warmup, "device": str(dev), "device_name": _device_name(dev),
+        "num_labels": num_labels, "steps": steps, "warmup": warmup, "device": str(dev), "device_name": device_name(dev),
         "torch": torch.__version__, "overrides": list(overrides), "reference": ref["mode"], "isolated": isolate,
         "results": results,
     }
@@ -226,5 +217,5 @@ def _cmd_bench_train(args) -> int:
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(res, indent=2) + "\n")
+        write_json(out, res)
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medgan import augment
 from medgan.augment import DIFF_OPS, DiffAugment, build_augment_pipe, empty_fill
 from medgan.config import AugConfig, ConfigError
 from medgan.data.prepared import mask_to_onehot, split_joint, to_joint
@@ -150,11 +149,3 @@ def test_fill_is_the_empty_pair():
     fill = empty_fill(3, K)
     assert fill.flatten().tolist() == [-1, -1, -1, 1, -1, -1, -1]
     assert torch.equal(fill[:, 3:], mask_to_onehot(torch.zeros(1, 1, 1, dtype=torch.long), K))
-
-
-def test_classical_augmentation_is_reexported():
-    transforms = pytest.importorskip("medgan.data.transforms")
-    public = [n for n in dir(transforms) if not n.startswith("_")]
-    assert public and all(getattr(augment, n) is getattr(transforms, n) for n in public)
-    with pytest.raises(AttributeError):
-        augment.no_such_name_anywhere  # noqa: B018

@@ -13,7 +13,7 @@ from test_train_support import LABELS, TINY, make_discs, register_conditional
 from medgan.cli import main as cli_main
 from medgan.data.prepared import describe, load_prepared
 from medgan.generate import MASK_SOURCE_GENERATOR, MASK_SOURCE_WARPED, generate
-from medgan.train import load_checkpoint, make_config, run_training
+from medgan.training import load_checkpoint, make_config, run_training
 
 torch.set_num_threads(1)
 
@@ -108,3 +108,63 @@ def test_cli_generate_feeds_data_info(run, tmp_path, capsys):
     assert cli_main(["generate", str(tmp_path / "nope"), "--n", "5", "--out", str(tmp_path / "x")]) == 2
     assert cli_main(["generate", str(run), "--n", "5", "--out", str(tmp_path / "y"), "--checkpoint", "best-fid"]) == 2
     assert "best-fid" in capsys.readouterr().err
+
+
+def _G_ema_output(G, z):
+    with torch.no_grad():
+        return G(z)
+
+
+def test_a_checkpoint_file_stands_alone(run, tmp_path):
+    from medgan.generate import load_generator
+
+    alone = tmp_path / "elsewhere" / "g.pt"
+    alone.parent.mkdir()
+    alone.write_bytes((run / "checkpoint-last.pt").read_bytes())  # no config.json beside it
+    G_file, info, state, path = load_generator(alone)
+    G_run, info_run, *_ = load_generator(run)
+    assert path == alone and state["dims"] == {"channels": 1, "num_labels": 3, "resolution": 16}
+    assert info["config_hash"] == info_run["config_hash"] and info["dataset"] == {**info_run["dataset"]}
+    z = torch.randn(4, G_run.z_dim, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(_G_ema_output(G_file, z), _G_ema_output(G_run, z), rtol=0, atol=0)
+    a = load_prepared(generate(alone, 5, tmp_path / "a", seed=1, progress=False))
+    b = load_prepared(generate(run, 5, tmp_path / "b", seed=1, progress=False))
+    np.testing.assert_array_equal(a.images, b.images)
+    assert a.meta["config_hash"] == b.meta["config_hash"] and a.meta["gan"] == "dcgan"
+
+
+def test_checkpoints_from_before_they_stood_alone_read_config_json(run, tmp_path):
+    from medgan.errors import InputNotFoundError
+    from medgan.generate import load_generator
+    from medgan.training import save_checkpoint
+
+    old = tmp_path / "old-run"
+    old.mkdir()
+    (old / "config.json").write_text((run / "config.json").read_text())
+    state = load_checkpoint(run / "checkpoint-last.pt")
+    for key in ("config", "dims", "dataset"):
+        state.pop(key)
+    save_checkpoint(old / "checkpoint-last.pt", state)
+    G_old, info, *_ = load_generator(old)
+    G_run, *_ = load_generator(run)
+    z = torch.randn(3, G_run.z_dim, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(_G_ema_output(G_old, z), _G_ema_output(G_run, z), rtol=0, atol=0)
+    (old / "config.json").unlink()
+    with pytest.raises(InputNotFoundError, match="config.json is missing"):
+        load_generator(old)
+
+
+def test_truncation_scales_z_for_a_dcgan_and_is_recorded(run, tmp_path):
+    from medgan.data.prepared import split_joint
+    from medgan.generate import load_generator
+
+    ps = load_prepared(generate(run, 6, tmp_path / "t", seed=2, truncation=0.5, progress=False))
+    assert ps.meta["truncation"] == 0.5
+    G, *_ = load_generator(run)
+    z = torch.randn(6, G.z_dim, generator=torch.Generator().manual_seed(2))
+    image, mask = split_joint(_G_ema_output(G, z * 0.5), 1)
+    np.testing.assert_allclose(ps.images.astype(np.float32), image.numpy(), atol=1e-3)
+    np.testing.assert_array_equal(ps.masks, mask.numpy())
+    plain = load_prepared(generate(run, 6, tmp_path / "p", seed=2, progress=False))
+    assert plain.meta["truncation"] == 1.0  # the run's model.truncation, recorded
+    assert not np.array_equal(plain.images, ps.images)

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from medgan.augment import AdaptiveAugment, DiffAugment
 from medgan.config import ConfigError, LossConfig, ModelConfig
-from medgan.losses import LOSSES, build_loss, feature_matching, gradient_penalty, vgg_loss
+from medgan.losses import LOSSES, GANLoss, build_loss, feature_matching, gradient_penalty, vgg_loss
 from medgan.models import MODELS
 from medgan.models.vgg import TAPS, VGGWeightsNotFoundError, load_vgg
 
@@ -285,6 +286,59 @@ def test_direct_construction_validates_too():
             channels=C,
             num_labels=K,
         )
+
+
+# --------------------------------------------------------------------------- capabilities
+# every name the trainer reads off a loss object; the base declares each, so no caller needs a getattr default
+TRAINER_READS = (
+    "allows_label_smoothing", "allows_clip", "allows_gp", "supports_ada", "lazy_r1", "pl_interval",
+    "saturates", "n_critic", "vgg_name", "state_dict", "load_state_dict",
+)  # fmt: skip
+CRITICS = {"wgan", "wgan-gp"}
+
+
+class AdaD(PixelD):
+    """PixelD with the ``ada_p`` buffer an ADA loss moves (StyleGAN2's D carries one)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("ada_p", torch.zeros([]))
+
+
+def build_any(name: str, **kw) -> GANLoss:
+    return build_loss(LossConfig(name=name), StubG(joint_with_logits(FAKE_LOGITS)), AdaD(), channels=C,
+                      num_labels=K, **kw)
+
+
+def test_the_base_declares_every_capability_the_trainer_reads():
+    missing = [n for n in TRAINER_READS if n not in vars(GANLoss)]
+    assert not missing, f"GANLoss does not declare {missing}"
+    for name in LOSSES.names():
+        assert issubclass(LOSSES[name], GANLoss), name
+
+
+@pytest.mark.parametrize("name", sorted({*HAND, "stylegan2", "spade"}))
+def test_capability_values(name):
+    loss = build_any(name)
+    # D can saturate unless it is a critic (unbounded output); StyleGAN2's logistic and SPADE's hinge can
+    assert loss.saturates is (name not in CRITICS)
+    assert loss.supports_ada is (name == "stylegan2")
+    assert loss.lazy_r1 is (name == "stylegan2")
+    assert loss.pl_interval == (4 if name == "stylegan2" else 1)
+    assert loss.n_critic == 1 and loss.vgg_name is None
+    assert loss.state_dict() == {}
+    loss.load_state_dict({})
+
+
+def test_ada_target_reaches_only_losses_that_support_it():
+    msg = ("aug.ada_target=0.6 (adaptive augmentation) is implemented by --gan stylegan2 only, not by loss 'dcgan'; "
+           "use aug.ada_target=0")
+    with pytest.raises(ConfigError) as e:
+        build_any("dcgan", ada_target=0.6)
+    assert str(e.value) == msg
+    assert not hasattr(build_any("dcgan", ada_target=0.0), "ada_target")
+    loss = build_any("stylegan2", augment_pipe=DiffAugment("translation", channels=C), ada_target=0.6)
+    assert loss.ada_target == 0.6 and isinstance(loss.augment_pipe, AdaptiveAugment)
 
 
 # --------------------------------------------------------------------------- VGG

@@ -4,12 +4,16 @@ memorisation, bootstrap."""
 from __future__ import annotations
 
 import itertools
+import json
+import re
 
 import numpy as np
 import pytest
 import torch
 from pytorch_fid.fid_score import calculate_frechet_distance
 
+from medgan.cli import main as cli_main
+from medgan.metrics.bench import make_images, run_frechet_bench
 from medgan.metrics.bootstrap import bootstrap
 from medgan.metrics.fid import _use_gram, feature_statistics, fid_from_features, frechet_distance, is_rank_deficient
 from medgan.metrics.kid import kid, kid_subsets
@@ -174,14 +178,33 @@ def test_nearest_distance_is_exact():
 
 
 # --------------------------------------------------------------------------------------- bootstrap
-def test_bootstrap_ci_of_a_mean_matches_the_normal_theory():
-    x = np.random.default_rng(12).normal(size=400)
+def test_bootstrap_ci_of_a_mean_contains_the_true_mean_and_has_the_normal_width():
+    true_mean, sd, n = 3.0, 2.0, 4000
+    x = np.random.default_rng(12).normal(true_mean, sd, size=n)
     r = bootstrap(lambda a: float(a.mean()), x, n=400, seed=0, progress=False)
     lo, hi = r["ci"]
-    assert lo < x.mean() < hi
-    assert hi - lo == pytest.approx(2 * 1.96 * x.std() / 20, rel=0.25)
+    assert lo < true_mean < hi
+    # not degenerate and not loose: the width of the normal-theory 95 % interval, 2 * 1.96 * sd / sqrt(n)
+    assert hi - lo == pytest.approx(2 * 1.96 * sd / np.sqrt(n), rel=0.15)
+    assert r["std"] == pytest.approx(sd / np.sqrt(n), rel=0.15)
+    assert len(np.unique(r["values"])) == 400  # every replicate drew its own resample
     again = bootstrap(lambda a: float(a.mean()), x, n=400, seed=0, progress=False)
     assert again["ci"] == r["ci"]  # seeded
+
+
+def test_bootstrap_ci_covers_the_true_mean_95_percent_of_the_time():
+    """Coverage over many independent samples: a 95 % interval that is really 90 % (or 99 %) fails."""
+    rng = np.random.default_rng(14)
+    trials, n, sd = 400, 100, 1.0
+    covered, widths = 0, []
+    for t in range(trials):
+        x = rng.normal(0.0, sd, size=n)  # true mean 0
+        lo, hi = bootstrap(lambda a: float(a.mean()), x, n=200, seed=t, progress=False)["ci"]
+        covered += lo < 0.0 < hi
+        widths.append(hi - lo)
+    # Binomial(400, 0.95) has sd 0.011; the percentile bootstrap of a mean under-covers slightly at n = 100
+    assert 0.915 <= covered / trials <= 0.985
+    assert np.mean(widths) == pytest.approx(2 * 1.96 * sd / np.sqrt(n), rel=0.05)
 
 
 def test_bootstrap_fid_ci_brackets_the_shift():
@@ -194,10 +217,33 @@ def test_bootstrap_fid_ci_brackets_the_shift():
 
 # --------------------------------------------------------------------------------------- benchmark
 def test_frechet_benchmark_agrees_with_pytorch_fid(capsys):
-    from medgan.metrics.bench import make_images, run_frechet_bench
-
     r = run_frechet_bench(200, 32, device="cpu")
-    assert r["route"] == "eigh" and r["abs_delta_fid"] < 1e-8 and r["speedup"] > 0
+    assert r["route"] == "eigh" and r["abs_delta_fid"] < 1e-8
     assert "speed-up" in capsys.readouterr().out
     a, b = make_images(3, 16, 2.0, seed=0), make_images(3, 16, 2.0, seed=0)
     assert a.dtype == np.uint8 and a.shape == (3, 16, 16) and np.array_equal(a, b) and a.std() > 10
+
+
+@pytest.mark.slow  # pytorch-fid's scipy sqrtm of a 2048 x 2048 product: ~15 s on 2 cores
+@pytest.mark.filterwarnings("ignore:Matrix is singular")  # pytorch-fid's own note on n <= d statistics
+def test_cli_bench_fid_prints_and_writes_both_paths(tmp_path, monkeypatch, capsys):
+    # no weights here: the bench must say it fell back to labelled random-weight features
+    monkeypatch.setenv("MEDGAN_INCEPTION_WEIGHTS", str(tmp_path / "absent.pth"))
+    out = tmp_path / "bench" / "fid.json"
+    rc = cli_main(["bench", "fid", "--n", "3", "--size", "16", "--batch", "3", "--device", "cpu", "--json", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    r = json.loads(out.read_text())
+    assert r["n"] == 3 and r["size"] == 16 and r["batch"] == 3 and r["features"] == "inception-random"
+    assert r["frechet_route"] == "gram" and r["dataloader_workers"] == 0  # 3 samples of 2048-d features
+    assert r["abs_delta_fid"] == abs(r["fid_pytorch_fid"] - r["fid_ours"])
+    # the two paths see the same images through the same network: one FID, up to pytorch-fid's singular sqrtm
+    assert r["fid_pytorch_fid"] > 0.1
+    assert r["fid_ours"] == pytest.approx(r["fid_pytorch_fid"], rel=1e-4)
+    assert "FID benchmark: 3 vs 3 images (16² grayscale), batch 3" in printed
+    assert "features inception-random (random weights" in printed
+    theirs = re.search(r"pytorch-fid fid_score path .* FID ([0-9.]+)", printed)
+    ours = re.search(r"medgan path .* gram route .* FID ([0-9.]+)", printed)
+    assert theirs and float(theirs.group(1)) == pytest.approx(r["fid_pytorch_fid"], abs=1e-6)
+    assert ours and float(ours.group(1)) == pytest.approx(r["fid_ours"], abs=1e-6)
+    assert f"|ΔFID| {r['abs_delta_fid']:.2e}" in printed

@@ -12,14 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_fid.inception as pfi
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pytorch_fid.fid_score import get_activations
+from pytorch_fid.fid_score import calculate_frechet_distance, get_activations
 
 from medgan.cli import main as cli_main
-from medgan.data.prepared import write_prepared
-from medgan.hooks import METRIC_HOOKS, MetricContext
+from medgan.config import TrainConfig
+from medgan.data.prepared import check_compatible, load_prepared, write_prepared
+from medgan.errors import FeatureInputError, IncompatibleSetsError, UserError, WeightsNotFoundError
 from medgan.metrics import (
     FEATURES,
     InceptionWeightsNotFoundError,
@@ -29,7 +31,10 @@ from medgan.metrics import (
     get_extractor,
     patient_halves,
 )
+from medgan.metrics import hooks as metric_hooks
 from medgan.metrics.features import INCEPTION_FILE, Extractor, _fid_inception_skeleton_state, cache_dir
+from medgan.segmentation import UNetConfig, train_unet
+from medgan.training.hooks import METRIC_HOOKS, MetricContext
 
 torch.set_num_threads(2)
 
@@ -98,8 +103,6 @@ def test_features_are_cached_by_content_and_split(tmp_path):
 
 
 def test_patient_halves_are_disjoint_and_balanced(tmp_path):
-    from medgan.data.prepared import load_prepared
-
     ps = load_prepared(make_set(tmp_path, "real", n_patients=7, per_patient=3, test_patients=0))
     idx = ps.indices("train")
     a, b = patient_halves(ps, idx, seed=0)
@@ -142,8 +145,6 @@ def test_rank_deficient_only_when_n_does_not_exceed_the_feature_dimension(tmp_pa
 
 def test_memorisation_flags_a_generator_that_outputs_training_images(tmp_path):
     real = make_set(tmp_path, "real", n_patients=40, per_patient=2, test_patients=15)
-    from medgan.data.prepared import load_prepared
-
     ps = load_prepared(real)
     train_images = np.asarray(ps.images[ps.indices("train")], np.float32)
     copies = make_set(tmp_path, "copies", images=train_images[:40], n_patients=20, test_patients=0,
@@ -200,9 +201,24 @@ def test_bad_inputs_are_one_clear_error_each(tmp_path, capsys):
     assert "unknown feature extractor" in _cli_error(["fid", str(real), str(real), "--features", "vgg", "--bootstrap", "0"], capsys)
 
 
-def test_missing_inception_weights_is_one_error_naming_the_file_and_never_downloads(tmp_path, monkeypatch, capsys):
-    import pytorch_fid.inception as pfi
+def test_check_compatible_is_one_line_naming_both_sets(tmp_path):
+    real = load_prepared(make_set(tmp_path, "real"))
+    others = {
+        "rgb": (dict(channels=3), "has 3 image channel(s) but {real} has 1"),
+        "big": (dict(size=32), "holds 32² images but {real} holds 16²"),
+        "three": (dict(labels={"0": "bg", "1": "a", "2": "b"}), "is a phantom set whose labels"),
+    }
+    for name, (kw, expected) in others.items():
+        other = load_prepared(make_set(tmp_path, name, **kw))
+        with pytest.raises(IncompatibleSetsError) as e:
+            check_compatible(real, other)
+        msg = str(e.value)
+        assert "\n" not in msg and str(other.root) in msg and str(real.root) in msg
+        assert expected.format(real=real.root) in msg
+    check_compatible(real, load_prepared(make_set(tmp_path, "twin", seed=9)))  # same layout: no error
 
+
+def test_missing_inception_weights_is_one_error_naming_the_file_and_never_downloads(tmp_path, monkeypatch, capsys):
     def no_network(*a, **k):
         raise AssertionError("tried to download")
 
@@ -212,6 +228,7 @@ def test_missing_inception_weights_is_one_error_naming_the_file_and_never_downlo
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(InceptionWeightsNotFoundError) as e:
         get_extractor("inception", "cpu")
+    assert isinstance(e.value, WeightsNotFoundError) and isinstance(e.value, FileNotFoundError)
     assert str(tmp_path / "torch" / "hub" / "checkpoints" / INCEPTION_FILE) in str(e.value)
     monkeypatch.setenv("MEDGAN_INCEPTION_WEIGHTS", str(tmp_path / "w.pth"))
     with pytest.raises(InceptionWeightsNotFoundError, match="w.pth"):
@@ -256,6 +273,42 @@ def test_inception_features_equal_pytorch_fid_get_activations(tmp_path):
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow  # pytorch-fid's scipy sqrtm of a 2048 x 2048 product: ~15 s on 2 cores
+@pytest.mark.filterwarnings("ignore:Matrix is singular")  # pytorch-fid's own note on n <= d statistics
+def test_images_to_fid_end_to_end_equals_pytorch_fid_on_independently_pooled_features(tmp_path):
+    """``evaluate`` from prepared sets == pytorch-fid's ``calculate_frechet_distance`` on statistics pooled here.
+
+    The independent path maps the source images to [0, 1] RGB itself, runs the extractor's InceptionV3
+    module on them, and takes ``np.mean`` / ``np.cov``: only the network is shared with medgan's path.
+    """
+    rng = np.random.default_rng(3)
+    levels = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])  # exact in float16: the prepared set stores them unchanged
+
+    def blocks(n, mean_level):
+        idx = np.clip(rng.normal(mean_level, 1.2, (n, 1, 4, 4)).round(), 0, 4).astype(int)
+        return np.repeat(np.repeat(levels[idx], 4, axis=2), 4, axis=3)
+
+    real_src, gen_src = blocks(5, 1.5), blocks(4, 2.5)
+    real = make_set(tmp_path, "real", images=real_src, n_patients=5, per_patient=1, test_patients=0)
+    gen = make_set(tmp_path, "gen", images=gen_src, n_patients=4, per_patient=1, test_patients=0, source="generated")
+    with pytest.warns(UserWarning, match="rank-deficient"):
+        ours = evaluate(real, gen, features="inception-random", bootstrap=0, floor=False, cache=False, progress=False)
+    assert ours["n_real"] == 5 and ours["n_gen"] == 4 and ours["features"] == "inception-random"
+
+    model = get_extractor("inception-random", "cpu").model
+
+    def statistics(src):
+        x01 = torch.from_numpy((src + 1) / 2).float().repeat(1, 3, 1, 1)  # grayscale -> RGB in [0, 1]
+        with torch.no_grad():
+            f = model(x01)[0].squeeze(3).squeeze(2).double().numpy()
+        return np.mean(f, axis=0), np.cov(f, rowvar=False)
+
+    theirs = calculate_frechet_distance(*statistics(real_src), *statistics(gen_src))
+    assert theirs > 0.1  # two different sets, features of a useful scale
+    # pytorch-fid's sqrtm of a singular product carries ~1e-6 relative error itself
+    assert ours["fid"] == pytest.approx(theirs, rel=1e-4)
+
+
 def test_inception_weights_file_is_loaded_from_the_lookup_path(tmp_path, monkeypatch):
     weights = tmp_path / INCEPTION_FILE
     torch.save(_fid_inception_skeleton_state(), weights)
@@ -269,23 +322,29 @@ def test_inception_weights_file_is_loaded_from_the_lookup_path(tmp_path, monkeyp
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
     monkeypatch.setenv("MEDGAN_INCEPTION_WEIGHTS", str(bad))
-    from medgan.cli import UserError
-
     with pytest.raises(UserError, match="bad.pth"):
         get_extractor("inception", "cpu")
 
 
 def test_inception_refuses_two_channel_images():
-    from medgan.metrics import FeatureInputError
-
     with pytest.raises(FeatureInputError, match="1 \\(grayscale\\) or 3"):
         extract_features(np.zeros((1, 2, 8, 8), np.float32), "inception-random", device="cpu", progress=False)
 
 
-# ---------------------------------------------------------------------------------- trainer hooks
-def _ctx(tmp_path, real: Path, images: np.ndarray) -> MetricContext:
-    from medgan.config import TrainConfig
+def test_progress_rule_none_is_auto_true_is_on_false_is_off(capsys):
+    images = np.zeros((2, 1, 8, 8), np.float32)
+    for progress, shown in ((None, False), (True, True), (False, False)):  # stderr is captured: not a terminal
+        extract_features(images, "test-pixels", progress=progress, desc="rule")
+        assert ("rule [test-pixels]" in capsys.readouterr().err) is shown, progress
 
+
+# ---------------------------------------------------------------------------------- trainer hooks
+def test_builtin_hooks_are_registered_by_path_to_medgan_metrics_hooks():
+    # had medgan.metrics.hooks registered "fid" itself, importing it here would raise "registered twice"
+    assert METRIC_HOOKS["fid"] is metric_hooks.fid_hook and METRIC_HOOKS["kid"] is metric_hooks.kid_hook
+
+
+def _ctx(tmp_path, real: Path, images: np.ndarray) -> MetricContext:
     def sample(n):
         return images[:n], np.zeros((n, *images.shape[2:]), np.int64)
 
@@ -313,8 +372,6 @@ def test_metric_hooks_fid_and_kid_with_inception_random(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------------- domain FID
 def test_domain_fid_with_the_encoder_of_a_unet(tmp_path):
-    from medgan.unet import UNetConfig, train_unet
-
     real = make_set(tmp_path, "real", n_patients=6, per_patient=2, test_patients=0, size=16)
     gen = make_set(tmp_path, "gen", n_patients=6, per_patient=2, test_patients=0, seed=3, shift=0.5, source="generated")
     cfg = UNetConfig(depth=2, width=4, dropout=0.0, batch=8, max_epochs=1, patience=0, device="cpu")
@@ -328,8 +385,6 @@ def test_domain_fid_with_the_encoder_of_a_unet(tmp_path):
 
 # ---------------------------------------------------------------------------------- a prepared phantom set
 def test_evaluate_on_the_prepared_acdc_phantom(acdc_prepared):
-    from medgan.data.prepared import load_prepared
-
     ps = load_prepared(acdc_prepared)
     r = evaluate(acdc_prepared, acdc_prepared, features="test-pixels", real_split="train", gen_split="test", kid=True,
                  kid_subsets=5, bootstrap=5, progress=False)

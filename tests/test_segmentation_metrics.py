@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from medgan.metrics.segmentation import (
+from medgan.io import jsonable
+from medgan.segmentation.dice import (
     FN,
     FP,
     TP,
@@ -17,7 +18,6 @@ from medgan.metrics.segmentation import (
     dice_from_counts,
     dice_report,
     group_counts,
-    jsonable,
     mean_ci,
 )
 
@@ -137,3 +137,57 @@ def test_mean_ci_matches_t_interval():
     assert one["mean"] == 0.7 and math.isnan(one["ci95"])
     with_nan = mean_ci([0.5, float("nan"), 0.7])
     assert with_nan["n"] == 2 and with_nan["n_nan"] == 1 and with_nan["mean"] == pytest.approx(0.6)
+
+
+def _pair(pred_px: int, target_px: int, overlap: int, shape: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """One slice with ``pred_px`` predicted and ``target_px`` true pixels of class 1, ``overlap`` of them shared:
+    TP = overlap, FP = pred_px - overlap, FN = target_px - overlap."""
+    pred = np.zeros(shape * shape, np.int64)
+    target = np.zeros(shape * shape, np.int64)
+    target[:target_px] = 1
+    start = target_px - overlap  # the predicted run starts inside the true run, ``overlap`` pixels from its end
+    pred[start : start + pred_px] = 1
+    return pred.reshape(shape, shape), target.reshape(shape, shape)
+
+
+def test_patient_slice_and_pooled_dice_are_three_different_numbers():
+    """Unequal slice counts per patient: the three Dice definitions must each give their own hand-computed value.
+
+    Slices (TP, FP, FN) of class 1, in a patient order that interleaves the patients:
+      B: (16, 0, 0) -> 1        A: (8, 8, 8) -> 1/2      B: (4, 0, 0) -> 1
+      C: (0, 0, 0) -> NaN       B: (0, 16, 0) -> 0       C: (4, 0, 4) -> 2/3
+    per patient (3-D, counts summed): A = 1/2, B = 2·20 / (2·20 + 16) = 5/7, C = 2·4 / (2·4 + 4) = 2/3
+    """
+    slices = [("B", _pair(16, 16, 16)), ("A", _pair(16, 16, 8)), ("B", _pair(4, 4, 4)),
+              ("C", _pair(0, 0, 0)), ("B", _pair(16, 0, 0)), ("C", _pair(4, 8, 4))]
+    patients = [p for p, _ in slices]
+    pred = np.stack([pt[0] for _, pt in slices])
+    target = np.stack([pt[1] for _, pt in slices])
+    counts = confusion_counts(pred, target, 2)
+    assert counts[:, 1].tolist() == [[16, 0, 0], [8, 8, 8], [4, 0, 0], [0, 0, 0], [0, 16, 0], [4, 0, 4]]
+
+    rep = dice_report(counts, {"0": "bg", "1": "organ"}, patients)
+    per_patient = (1 / 2 + 5 / 7 + 2 / 3) / 3  # mean over the 3 patients of their 3-D Dice
+    per_slice = (1 + 1 / 2 + 1 + 0 + 2 / 3) / 5  # mean over the 5 slices where Dice is defined
+    pooled = 2 * 32 / (2 * 32 + 24 + 12)  # all counts summed: TP 32, FP 24, FN 12
+    assert rep["per_patient"]["A"]["organ"] == pytest.approx(1 / 2, rel=1e-12)
+    assert rep["per_patient"]["B"]["organ"] == pytest.approx(5 / 7, rel=1e-12)
+    assert rep["per_patient"]["C"]["organ"] == pytest.approx(2 / 3, rel=1e-12)
+    assert list(rep["per_patient"]) == ["B", "A", "C"]  # order of first appearance
+    assert rep["patient"]["organ"] == pytest.approx(per_patient, rel=1e-12)
+    assert rep["dice"]["organ"] == pytest.approx(per_patient, rel=1e-12)  # the headline is the patient Dice
+    assert rep["image"]["organ"] == pytest.approx(per_slice, rel=1e-12)
+    assert rep["pooled"]["organ"] == pytest.approx(pooled, rel=1e-12)
+    assert rep["image"]["nan"]["organ"] == 1 and rep["patient"]["nan"]["organ"] == 0
+    assert rep["n_patients"] == 3 and rep["patient"]["n"] == 3 and rep["image"]["n"] == 6
+    # the example separates the definitions: a report that swapped two of them would fail above
+    values = sorted([per_patient, per_slice, pooled])
+    assert min(np.diff(values)) > 0.005
+
+
+def test_mean_ci_contains_the_true_mean_of_a_large_sample():
+    x = np.random.default_rng(21).normal(0.8, 0.05, size=2000)  # true mean 0.8
+    r = mean_ci(x)
+    assert r["low"] < 0.8 < r["high"]
+    # 95 % t-interval of a large sample ~ 1.96 sd / sqrt(n): neither degenerate nor loose
+    assert r["ci95"] == pytest.approx(1.96 * 0.05 / math.sqrt(2000), rel=0.1)

@@ -15,9 +15,10 @@ from torch import nn
 from medgan.augment import DiffAugment
 from medgan.config import ConfigError, LossConfig, ModelConfig
 from medgan.data.prepared import load_prepared, mask_to_onehot, onehot_to_mask
-from medgan.losses import LOSSES
+from medgan.losses import LOSSES, paired_feature_matching
+from medgan.losses.spade import SpadeLoss
 from medgan.models import GANS, MODELS
-from medgan.models.spade import SpadeDiscriminator, SpadeLoss, paired_feature_matching
+from medgan.models.spade import SpadeDiscriminator
 
 torch.set_num_threads(2)
 

@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medgan.augment import DiffAugment
+from medgan.augment import AdaptiveAugment, DiffAugment
 from medgan.config import ConfigError, LossConfig, ModelConfig
 from medgan.data.prepared import load_prepared, write_prepared
-from medgan.losses import LOSSES
+from medgan.losses import LOSSES, r1_penalty
+from medgan.losses.stylegan2 import StyleGAN2Loss
 from medgan.models import GANS, MODELS
 from medgan.models.ops import (
     blur2d,
@@ -29,14 +30,7 @@ from medgan.models.ops import (
     upfirdn2d,
     upsample2d,
 )
-from medgan.models.stylegan2 import (
-    AdaptiveAugment,
-    StyleGAN2Generator,
-    StyleGAN2Loss,
-    minibatch_stddev,
-    modulated_conv2d,
-    r1_penalty,
-)
+from medgan.models.stylegan2 import StyleGAN2Generator, minibatch_stddev, modulated_conv2d
 
 torch.set_num_threads(2)
 

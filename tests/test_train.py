@@ -16,16 +16,15 @@ from test_train_support import LABELS, TINY, make_discs, register_conditional
 
 from medgan.cli import main as cli_main
 from medgan.config import ConfigError, TrainConfig
-from medgan.hooks import METRIC_HOOKS
-from medgan.train import (
-    CheckpointError,
+from medgan.errors import CheckpointError
+from medgan.runtime import capture_rng, restore_rng
+from medgan.training import (
+    METRIC_HOOKS,
     DataOrder,
-    capture_rng,
     load_checkpoint,
     load_run_config,
     make_config,
     read_stats,
-    restore_rng,
     run_status,
     run_training,
 )
@@ -70,7 +69,12 @@ def test_each_loss_writes_the_run_folder_contract(discs, tmp_path, gan):
     out = tmp_path / "run"
     cfg = tiny_cfg(discs, out, gan=gan, kimg=0.048, extra=["aug.diffaugment=color,translation,cutout"])
     assert run_training(cfg, progress=False) == out
-    assert run_status(out) == {"status": "finished", "reason": "", "kimg": pytest.approx(cfg.kimg, abs=0.04)}
+    # training stops at the first whole iteration (batch * n_critic real images) that reaches cfg.kimg
+    per_iteration = cfg.batch * cfg.loss.n_critic
+    nimg = -(-round(cfg.kimg * 1000) // per_iteration) * per_iteration
+    assert {"dcgan": 48, "lsgan": 48, "hinge": 48, "wgan": 80, "wgan-gp": 80}[gan] == nimg
+    assert run_status(out) == {"status": "finished", "reason": "", "kimg": nimg / 1000}
+    assert load_checkpoint(out / "checkpoint-last.pt")["nimg"] == nimg
 
     info = json.loads((out / "config.json").read_text())
     assert load_run_config(out) == cfg

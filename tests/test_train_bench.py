@@ -10,8 +10,8 @@ import torch
 from test_train_support import TINY, make_discs
 
 from medgan.cli import main as cli_main
-from medgan.train import load_checkpoint, make_config, run_status, run_training
 from medgan.train_bench import bench_train, format_table
+from medgan.training import load_checkpoint, make_config, run_status, run_training
 
 torch.set_num_threads(1)
 

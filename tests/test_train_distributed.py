@@ -14,7 +14,7 @@ import pytest
 import torch
 from test_train_support import TINY, make_discs
 
-from medgan.train import load_checkpoint, make_config, read_stats, run_status, run_training
+from medgan.training import load_checkpoint, make_config, read_stats, run_status, run_training
 
 torch.set_num_threads(1)
 

@@ -4,31 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PROFILES = ("quick", "paper")
+from medgan.config import get_profile
+from medgan.data.phantoms import write_phantom
+from medgan.data.prepare import prepare
+from medgan.data.prepared import PreparedSet, load_prepared
+from medgan.errors import InputNotFoundError
 
 
-def ensure_prepared(name: str, raw_dir, out_dir, *, profile: str = "quick", seed: int = 0, size: int | None = None):
+def ensure_prepared(name: str, raw_dir, out_dir, *, profile: str = "quick", seed: int = 0,
+                    size: int | None = None) -> PreparedSet:
     """Return the prepared set at ``out_dir``, making it first when missing.
 
-    ``quick``: when ``raw_dir`` does not exist, phantoms are written there in the raw layout first.
-    ``paper``: ``raw_dir`` must hold the real download; a missing folder is an error that says where.
+    Where ``raw_dir`` does not exist, a profile that allows phantoms (``quick``) writes them there in the
+    raw layout first; ``paper`` never does: a missing folder is an error that says where the download goes.
     """
-    from medgan.data.prepared import load_prepared
-
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    allow_phantoms = get_profile(profile).phantoms
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not (out_dir / "dataset.json").is_file():
         if not raw_dir.exists():
-            if profile == "paper":
-                raise FileNotFoundError(
-                    f"{raw_dir} does not exist: the paper profile reads the real {name} download there "
+            if not allow_phantoms:
+                raise InputNotFoundError(
+                    f"{raw_dir} does not exist: the {profile} profile reads the real {name} download there "
                     "(see README, 'Using the real datasets')"
                 )
-            from medgan.data.phantoms import write_phantom
-
             write_phantom(name, raw_dir, seed=seed)
-        from medgan.data.prepare import prepare
-
         prepare(name, raw_dir, out_dir, size=size, seed=seed)
     return load_prepared(out_dir)
+
+
+__all__ = ["PreparedSet", "ensure_prepared", "load_prepared", "prepare", "write_phantom"]

@@ -6,42 +6,33 @@ import argparse
 import json
 import sys
 
+from medgan.data.phantoms import write_phantom
+from medgan.data.prepare import prepare
+from medgan.data.prepared import describe, load_prepared
+from medgan.errors import UserError
+
 DATASETS = ("acdc", "sliver07", "idrid")
 
 
 def _phantom(args: argparse.Namespace) -> int:
-    from medgan.cli import UserError
-
-    try:
-        from medgan.data.phantoms import write_phantom
-    except ModuleNotFoundError as e:
-        if e.name == "medgan.data.phantoms":
-            raise UserError("the phantom writer (medgan.data.phantoms) is not installed in this checkout") from None
-        raise
     out = write_phantom(args.dataset, args.out, patients=args.patients, seed=args.seed,
-                        overwrite=args.overwrite, progress=not args.quiet)
+                        overwrite=args.overwrite, progress=False if args.quiet else None)
     print(f"wrote {args.dataset} phantom to {out}")
     return 0
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from medgan.cli import UserError
-    from medgan.data.prepare import prepare
-    from medgan.data.prepared import describe, load_prepared
-
     if args.size is not None and args.size < 8:
         raise UserError(f"--size {args.size} is too small (use >= 8)")
     if args.val_fraction is not None and not 0.0 <= args.val_fraction < 1.0:
         raise UserError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     out = prepare(args.dataset, args.raw, args.out, size=args.size, seed=args.seed, overwrite=args.overwrite,
-                  val_fraction=args.val_fraction, progress=not args.quiet)
+                  val_fraction=args.val_fraction, progress=False if args.quiet else None)
     print(describe(load_prepared(out)))
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
-    from medgan.data.prepared import describe, load_prepared
-
     ps = load_prepared(args.prepared_dir)
     if args.json:
         meta = dict(ps.meta)

@@ -24,9 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class RawFormatError(ValueError):
-    """A raw input file is missing, unreadable or inconsistent. The message names the file and the problem."""
+from medgan.errors import RawFormatError
 
 
 def _err(path: Path | str, problem: str) -> RawFormatError:

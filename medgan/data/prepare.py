@@ -29,10 +29,12 @@ import numpy as np
 
 from medgan import __version__
 from medgan.data import formats
-from medgan.data.formats import RawFormatError
-from medgan.data.prepared import PreparedWriter, check_disjoint_splits, sha256_files
+from medgan.data.prepared import PreparedWriter, check_disjoint_splits
 from medgan.data.splits import split_official, split_random
+from medgan.errors import ConfigError, OutputExistsError, RawFormatError
+from medgan.io import sha256_files
 from medgan.registry import Registry
+from medgan.runtime import progress_bar
 
 PHANTOM_MARKER = "PHANTOM.txt"  # left at the raw root by medgan.data.phantoms.write_phantom
 
@@ -367,12 +369,6 @@ def detect_source(raw_dir: str | os.PathLike) -> str:
     return "phantom" if (Path(raw_dir) / PHANTOM_MARKER).is_file() else "raw"
 
 
-def _progress(iterable, progress: bool, **kw):
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, disable=None if progress else True, **kw)
-
-
 def prepare(
     dataset: str,
     raw_dir: str | os.PathLike,
@@ -382,26 +378,26 @@ def prepare(
     seed: int = 0,
     overwrite: bool = False,
     val_fraction: float | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Path:
     """Convert the raw ``dataset`` in ``raw_dir`` into a prepared set at ``out_dir``; returns ``out_dir``.
 
     ``size`` overrides the paper's image side; ``val_fraction`` the share of training patients
     held out for validation (default 0.2 for ACDC/IDRiD, whose test split is the official one;
     0.15 for SLiver07, which also draws a 0.15 test split). Raises ``RawFormatError`` (naming the
-    file) on bad input and ``FileExistsError`` when ``out_dir`` exists and ``overwrite`` is False.
+    file) on bad input and ``OutputExistsError`` (a ``FileExistsError``) when ``out_dir`` exists and ``overwrite`` is False.
     """
     preparer = PREPARERS[dataset]
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"output directory {out_dir} already exists (pass --overwrite to replace it)")
+        raise OutputExistsError(f"output directory {out_dir} already exists (pass --overwrite to replace it)")
     if out_dir.exists() and raw_dir.resolve().is_relative_to(out_dir.resolve()):
         raise RawFormatError(f"{out_dir}: output folder holds the raw folder {raw_dir}; refusing to overwrite it")
     size = preparer.default_size if size is None else int(size)
     if size < 8:
-        raise ValueError(f"image size {size} is too small (use >= 8)")
+        raise ConfigError(f"image size {size} is too small (use >= 8)")
     if val_fraction is not None and not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
 
     entries, notes = preparer.find(raw_dir)
     if not entries:
@@ -434,7 +430,7 @@ def prepare(
     with PreparedWriter(out_dir, n=n, channels=preparer.channels, size=size, meta=meta,
                         overwrite=overwrite, extra_arrays=preparer.extra_arrays) as writer:
         i = 0
-        for entry in _progress(entries, progress, desc=f"prepare {dataset}", unit="case"):
+        for entry in progress_bar(entries, progress=progress, desc=f"prepare {dataset}", unit="case"):
             conv = preparer.convert(entry, size)
             if i + len(conv.images) > n or len(conv.images) != entry.n_slices:
                 raise RawFormatError(f"{entry.input_files()[0]}: {len(conv.images)} slices read, the header promised {entry.n_slices}")

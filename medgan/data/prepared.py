@@ -19,19 +19,19 @@ conversion never leaves a half-written set behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medgan.io import atomic_write_text  # noqa: F401  (re-exported: part of this module's API)
+from medgan.errors import IncompatibleSetsError, OutputExistsError, PreparedFormatError
+from medgan.io import sha256_files, write_json
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -49,10 +49,6 @@ REQUIRED_KEYS = (
     "inputs_sha256",
 )
 CORE_ARRAYS = ("images", "masks", "patients", "slices")
-
-
-class PreparedFormatError(ValueError):
-    """A prepared folder is missing, incomplete or inconsistent; the message names the file."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,22 +88,6 @@ def split_joint(joint, channels: int):
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def sha256_files(paths: Iterable[str | os.PathLike], root: str | os.PathLike | None = None) -> str:
-    """One hash over the names (relative to ``root``) and bytes of ``paths``, in sorted order."""
-    h = hashlib.sha256()
-    for p in sorted(Path(p) for p in paths):
-        name = str(p.relative_to(root)) if root is not None else p.name
-        h.update(name.encode())
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def check_disjoint_splits(splits: Mapping[str, Sequence[str]]) -> None:
     """Raise when a patient sits in two splits (the leak the study must never have)."""
     seen: dict[str, str] = {}
@@ -144,7 +124,7 @@ class PreparedWriter:
     ):
         self.out_dir = Path(out_dir)
         if self.out_dir.exists() and not overwrite:
-            raise FileExistsError(f"output directory {self.out_dir} already exists (pass --overwrite to replace it)")
+            raise OutputExistsError(f"output directory {self.out_dir} already exists (pass --overwrite to replace it)")
         if n <= 0:
             raise PreparedFormatError(f"refusing to write an empty prepared set to {self.out_dir}")
         self.n, self.channels, self.size = int(n), int(channels), int(size)
@@ -402,6 +382,29 @@ def load_prepared(root: str | os.PathLike, mmap: bool = True) -> PreparedSet:
         meta["content_sha256"] = sha256_files([root / f"{k}.npy" for k in ("images", "masks")])
     extra = {k: v for k, v in arrays.items() if k not in CORE_ARRAYS}
     return PreparedSet(root, meta, arrays["images"], arrays["masks"], arrays["patients"], arrays["slices"], extra)
+
+
+def check_compatible(reference: PreparedSet, other: PreparedSet) -> None:
+    """Raise ``IncompatibleSetsError`` (one line naming both folders) unless ``other`` has the channels,
+    image size and labels of ``reference``: the sets could not be compared (FID) or mixed (U-Net) otherwise."""
+    what = f"{other.root} ({other.source} set)"
+    if other.channels != reference.channels:
+        raise IncompatibleSetsError(
+            f"{what} has {other.channels} image channel(s) but {reference.root} has {reference.channels}: "
+            f"the sets are not the same modality"
+        )
+    if other.image_size != reference.image_size:
+        raise IncompatibleSetsError(
+            f"{what} holds {other.image_size}² images but {reference.root} holds {reference.image_size}²: "
+            f"use sets of one image size"
+        )
+    ref_labels = {str(k): str(v) for k, v in reference.labels.items()}
+    other_labels = {str(k): str(v) for k, v in other.labels.items()}
+    if other_labels != ref_labels:
+        raise IncompatibleSetsError(
+            f"{other.root} is a {other.source} set whose labels {other_labels} are not the labels {ref_labels} "
+            f"of {reference.root}: it was not made from this dataset"
+        )
 
 
 def describe(ps: PreparedSet) -> str:

@@ -2,23 +2,17 @@
 
 ``evaluate(real_dir, gen_dir, ...)`` is the Python twin of ``medgan fid``; the building blocks work
 on feature arrays ``[n, d]`` so notebooks can reuse cached features (``dataset_features``).
-Importing this package registers the trainer's ``"fid"`` and ``"kid"`` metric hooks. The functions
+The trainer's ``"fid"`` and ``"kid"`` metric hooks are ``medgan.metrics.hooks``; the trainer's registry
+(``medgan.training.hooks``) names them by path, so importing this package registers nothing. The functions
 ``kid``, ``prdc`` and ``bootstrap`` live in their submodules (``medgan.metrics.kid.kid`` ...) and are
 not re-exported here, so the submodule names stay modules.
 """
 
-from medgan.metrics import hooks as _hooks  # noqa: F401  (registers METRIC_HOOKS "fid", "kid")
-from medgan.metrics.evaluation import (
-    IncompatibleSetsError,
-    check_compatible,
-    evaluate,
-    patient_halves,
-    real_floor,
-    summary,
-)
+from medgan.data.prepared import check_compatible
+from medgan.errors import FeatureInputError, IncompatibleSetsError
+from medgan.metrics.evaluation import evaluate, patient_halves, real_floor, summary
 from medgan.metrics.features import (
     FEATURES,
-    FeatureInputError,
     InceptionWeightsNotFoundError,
     dataset_features,
     extract_features,

@@ -22,6 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medgan.io import write_json
+from medgan.metrics.features import extract_features, get_extractor, inception_weights_path
+from medgan.metrics.fid import fid_from_features, fid_route
+from medgan.runtime import resolve_device
+
 
 def make_images(n: int, size: int, corr: float, seed: int) -> np.ndarray:
     """``[n, size, size]`` uint8 smooth random fields (Gaussian-filtered noise, correlation length ``corr`` px)."""
@@ -46,9 +51,6 @@ def run_bench(n: int = 0, *, device: str | None = "auto", batch: int = 200, size
     """Time both paths on the same 2 x ``n`` images; returns the numbers printed by ``medgan bench fid``."""
     from PIL import Image
     from pytorch_fid.fid_score import calculate_frechet_distance, get_activations
-
-    from medgan.metrics.features import extract_features, get_extractor, inception_weights_path, resolve_device
-    from medgan.metrics.fid import fid_from_features, fid_route
 
     dev = resolve_device(device)
     if not n:
@@ -110,8 +112,6 @@ def run_bench(n: int = 0, *, device: str | None = "auto", batch: int = 200, size
           f"Fréchet, {route} route {t_ours - t_act_ours:.2f} s)  FID {fid_ours:.6f}")
     print(f"  speed-up {result['speedup']:.2f}x wall ({result['speedup_cpu_time']:.2f}x CPU time)   |ΔFID| {result['abs_delta_fid']:.2e}")
     if json_out:
-        from medgan.data.prepared import write_json
-
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         write_json(json_out, result)
     return result
@@ -120,9 +120,6 @@ def run_bench(n: int = 0, *, device: str | None = "auto", batch: int = 200, size
 def run_frechet_bench(n: int = 4096, d: int = 2048, *, device: str | None = "auto", seed: int = 0) -> dict:
     """Fréchet step only, on synthetic full-rank ``[n, d]`` features: pytorch-fid's np.cov + scipy ``sqrtm`` vs ours."""
     from pytorch_fid.fid_score import calculate_frechet_distance
-
-    from medgan.metrics.features import resolve_device
-    from medgan.metrics.fid import fid_from_features, fid_route
 
     dev = resolve_device(device)
     rng = np.random.default_rng(seed)
@@ -151,8 +148,6 @@ def _cli(a: argparse.Namespace) -> int:
     if a.frechet_only:
         result = run_frechet_bench(a.n or 4096, device=a.device, seed=a.seed)
         if a.json_out:
-            from medgan.data.prepared import write_json
-
             Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
             write_json(a.json_out, result)
         return 0

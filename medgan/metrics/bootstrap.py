@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from medgan.runtime import progress_bar
+
 
 def bootstrap(
     statistic: Callable[..., float],
@@ -23,15 +25,16 @@ def bootstrap(
     progress: bool | None = None,
     desc: str = "bootstrap",
 ) -> dict:
-    """``{"ci": [lo, hi], "std", "n", "values"}`` of ``statistic(*resampled_features)`` over ``n`` replicates."""
-    from tqdm.auto import tqdm
+    """``{"ci": [lo, hi], "std", "n", "values"}`` of ``statistic(*resampled_features)`` over ``n`` replicates.
 
+    ``progress``: None = a bar only on a terminal, True = on, False = off.
+    """
     if n < 2:
         raise ValueError(f"a bootstrap needs at least 2 replicates, got {n}")
     rng = np.random.default_rng(seed)
     arrays = [np.asarray(f) for f in features]
     values = np.empty(n)
-    for i in tqdm(range(n), desc=desc, leave=False, disable=True if progress is False else None):
+    for i in progress_bar(range(n), progress=progress, desc=desc, leave=False):
         values[i] = statistic(*(a[rng.integers(0, len(a), len(a))] for a in arrays))
     lo, hi = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return {"ci": [float(lo), float(hi)], "std": float(values.std(ddof=1)), "n": int(n), "values": values}

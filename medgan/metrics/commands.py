@@ -7,6 +7,9 @@ import json
 import warnings
 from pathlib import Path
 
+from medgan.io import write_json
+from medgan.metrics.evaluation import evaluate, summary
+
 
 def add_cli(sub) -> None:
     p = sub.add_parser(
@@ -39,9 +42,6 @@ def add_cli(sub) -> None:
 
 
 def run_fid(args: argparse.Namespace) -> int:
-    from medgan.data.prepared import write_json
-    from medgan.metrics.evaluation import evaluate, summary
-
     kwargs = dict(
         features=args.features, kid=args.kid, prdc=args.prdc, memorisation=args.memorisation,
         real_split=args.real_split, bootstrap=args.bootstrap, floor=args.floor, exact=args.exact,

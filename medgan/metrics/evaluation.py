@@ -13,7 +13,6 @@ small n, so the floor is a conservative (high) reference, reported with its n.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
@@ -22,43 +21,20 @@ from typing import Any
 
 import numpy as np
 
-from medgan.cli import UserError
-from medgan.data.prepared import PreparedSet, load_prepared
+from medgan.data.prepared import PreparedSet, check_compatible, load_prepared
+from medgan.errors import UserError
+from medgan.io import jsonable
 from medgan.metrics.bootstrap import bootstrap as run_bootstrap
-from medgan.metrics.features import dataset_features, get_extractor, resolve_device, split_indices
+from medgan.metrics.features import dataset_features, get_extractor, split_indices
 from medgan.metrics.fid import RANK_WARNING, fid_from_features, is_rank_deficient
 from medgan.metrics.kid import kid as compute_kid
 from medgan.metrics.memorization import memorisation as compute_memorisation
 from medgan.metrics.prdc import prdc as compute_prdc
+from medgan.runtime import resolve_device
 
 RESULT_VERSION = 1
 MIN_MEMORISATION_TEST = 50  # below this the q-th percentile of the test->train distances is a guess
 RANDOM_NOTE = "random-weight features: a consistency check only, never comparable with published FIDs"
-
-
-class IncompatibleSetsError(UserError):
-    """Two prepared sets that cannot be compared (channels, size or labels differ)."""
-
-
-def check_compatible(real: PreparedSet, gen: PreparedSet) -> None:
-    """Raise ``IncompatibleSetsError`` naming both folders when the sets are not comparable."""
-    if real.channels != gen.channels:
-        raise IncompatibleSetsError(
-            f"{gen.root} has {gen.channels} image channel(s) but {real.root} has {real.channels}: "
-            f"compare sets of the same modality"
-        )
-    if real.image_size != gen.image_size:
-        raise IncompatibleSetsError(
-            f"{gen.root} holds {gen.image_size}² images but {real.root} holds {real.image_size}²: "
-            f"generate at the real set's size"
-        )
-    real_labels = {str(k): v for k, v in real.labels.items()}
-    gen_labels = {str(k): v for k, v in gen.labels.items()}
-    if real_labels != gen_labels:
-        raise IncompatibleSetsError(
-            f"{gen.root} has labels {gen_labels} but {real.root} has {real_labels}: "
-            f"the generated set was not made from this dataset"
-        )
 
 
 def patient_halves(ps: PreparedSet, indices: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -81,23 +57,6 @@ def patient_halves(ps: PreparedSet, indices: np.ndarray, seed: int = 0) -> tuple
             half_a.add(p)
     in_a = np.isin(patients, sorted(half_a))
     return indices[in_a], indices[~in_a]
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-ready: numpy scalars -> Python, NaN/inf -> None, arrays dropped to lists."""
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
 
 
 def evaluate(
@@ -215,7 +174,7 @@ def evaluate(
     result["warnings"] = warn_list
     result["seconds"] = {"features": t_features, "metrics": time.perf_counter() - t1, "total": time.perf_counter() - t0}
     result["device"] = str(dev)
-    return _clean(result)
+    return jsonable(result)
 
 
 def real_floor(ps: PreparedSet, f_real: np.ndarray, real_idx: np.ndarray, *, kid: bool = False, kid_subsets: int = 100,

@@ -14,7 +14,7 @@ Extractors (``FEATURES`` registry, chosen by name):
     only when asked for. The name goes into every result; its numbers are a consistency check
     between our runs and must never be compared with published FIDs.
 ``"unet:<run_dir>"``
-    The encoder of a U-Net trained on the real set (``medgan.unet.load_encoder``) -> domain FID.
+    The encoder of a U-Net trained on the real set (``medgan.segmentation.load_encoder``) -> domain FID.
 
 Inputs are the *image* channels of a prepared set (``images.npy``; the mask lives in ``masks.npy``
 and never reaches an extractor), ``[N, C, H, W]`` in [-1, 1]. For Inception they are mapped exactly
@@ -32,7 +32,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +42,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from medgan.cli import UserError
 from medgan.data.prepared import PreparedSet, load_prepared
+from medgan.errors import FeatureInputError, UserError, WeightsNotFoundError
+from medgan.io import atomic_save_npy
 from medgan.registry import Registry
+from medgan.runtime import progress_bar, resolve_device
+from medgan.segmentation import load_encoder
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 INCEPTION_DIM = 2048
@@ -55,12 +57,8 @@ CACHE_VERSION = 1  # bump when the preprocessing changes, so stale cached featur
 FEATURES: Registry = Registry("feature extractor")
 
 
-class InceptionWeightsNotFoundError(FileNotFoundError):
+class InceptionWeightsNotFoundError(WeightsNotFoundError):
     """The pytorch-fid Inception weights are not on this machine (we never download them)."""
-
-
-class FeatureInputError(UserError):
-    """Images an extractor cannot take (e.g. 2 channels for Inception)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,11 +190,9 @@ def _inception_random(arg: str | None, device: torch.device) -> Extractor:
 
 @FEATURES.register("unet")
 def _unet(arg: str | None, device: torch.device) -> Extractor:
-    """Global-pooled bottleneck of the U-Net in run folder ``arg`` (``medgan.unet.load_encoder``)."""
+    """Global-pooled bottleneck of the U-Net in run folder ``arg`` (``medgan.segmentation.load_encoder``)."""
     if not arg:
         raise UserError("features 'unet' needs a run folder: --features unet:<run_dir>")
-    from medgan.unet import load_encoder  # lazily: the U-Net is another feature
-
     encoder, info = load_encoder(arg, device=device)
     encoder = encoder.to(device).eval()
     channels, size = int(info["channels"]), int(info["image_size"])
@@ -214,13 +210,6 @@ def _unet(arg: str | None, device: torch.device) -> Extractor:
 
     return Extractor(f"unet:{arg}", int(info["dim"]), encoder, prepare, forward, str(info["sha256"])[:16], device,
                      info=dict(info))
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"`` -> CUDA when present, else CPU."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @functools.lru_cache(maxsize=4)
@@ -261,10 +250,9 @@ def extract_features(
 ) -> np.ndarray:
     """``images [N, C, H, W]`` in [-1, 1] (numpy, memmap or tensor) -> ``[N, D]`` float32 features.
 
-    Reads ``batch`` images at a time, so a memory-mapped set is never loaded whole.
+    Reads ``batch`` images at a time, so a memory-mapped set is never loaded whole. ``progress``: None =
+    a bar only on a terminal, True = on, False = off.
     """
-    from tqdm.auto import tqdm
-
     if isinstance(extractor, str):
         extractor = get_extractor(extractor, device)
     n = len(images)
@@ -272,8 +260,7 @@ def extract_features(
         raise FeatureInputError("no images to extract features from (empty set)")
     batch = int(batch or default_batch(extractor.device))
     out: np.ndarray | None = None
-    bar = tqdm(total=n, desc=f"{desc} [{extractor.name}]", unit="img", disable=True if progress is False else None,
-               leave=False)
+    bar = progress_bar(total=n, progress=progress, desc=f"{desc} [{extractor.name}]", unit="img", leave=False)
     for start in range(0, n, batch):
         chunk = images[start : start + batch]
         x = chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.array(chunk, copy=True))
@@ -304,18 +291,6 @@ def feature_cache_key(ps: PreparedSet, extractor: Extractor, indices: np.ndarray
     h = hashlib.sha256(payload)
     h.update(np.ascontiguousarray(indices, np.int64).tobytes())
     return h.hexdigest()[:24]
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def split_indices(ps: PreparedSet, split: str | Sequence[str] | None) -> np.ndarray:
@@ -366,7 +341,7 @@ def dataset_features(
     images = ps.images if len(idx) == len(ps) and np.array_equal(idx, np.arange(len(ps))) else _Take(ps.images, idx)
     feats = extract_features(images, extractor, batch=batch, progress=progress, desc=f"{ps.name}/{split}")
     if path is not None:
-        _atomic_save_npy(path, feats)
+        atomic_save_npy(path, feats)
     return feats
 
 

@@ -1,4 +1,7 @@
-"""Training-time metric hooks: ``METRIC_HOOKS["fid"]`` and ``METRIC_HOOKS["kid"]`` (see ``medgan.hooks``).
+"""Training-time metric hooks ``fid_hook`` and ``kid_hook``: ``METRIC_HOOKS["fid"]`` / ``["kid"]``.
+
+``medgan.training.hooks`` registers them by path (``"medgan.metrics.hooks:fid_hook"``), so the trainer
+imports this module on first use and this module registers nothing itself.
 
 Cheap monitoring numbers, not the Table 2 evaluation: ``n`` generated samples (``ctx.sample(n)``,
 seeded by the trainer) against a fixed, seeded subset of ``n`` images of the run's real split, so
@@ -17,7 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from medgan.hooks import METRIC_HOOKS, MetricContext
+from medgan.data.prepared import load_prepared
+from medgan.metrics.features import dataset_features, extract_features, get_extractor, split_indices
+from medgan.metrics.fid import fid_from_features, is_rank_deficient
+from medgan.metrics.kid import kid
+from medgan.training.hooks import MetricContext
 
 REAL_SUBSET_SEED = 0
 
@@ -37,9 +44,6 @@ _LAST: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
 def _features(ctx: MetricContext) -> tuple[np.ndarray, np.ndarray, str]:
-    from medgan.data.prepared import load_prepared
-    from medgan.metrics.features import dataset_features, extract_features, get_extractor, split_indices
-
     features, n = hook_settings(ctx)
     key = (str(ctx.run_dir), float(ctx.kimg), features, n)
     extractor = get_extractor(features, ctx.device)
@@ -57,10 +61,7 @@ def _features(ctx: MetricContext) -> tuple[np.ndarray, np.ndarray, str]:
     return f_real, f_gen, extractor.name
 
 
-@METRIC_HOOKS.register("fid")
 def fid_hook(ctx: MetricContext) -> dict[str, Any]:
-    from medgan.metrics.fid import fid_from_features, is_rank_deficient
-
     f_real, f_gen, name = _features(ctx)
     return {
         "value": fid_from_features(f_real, f_gen, device=ctx.device),
@@ -71,10 +72,7 @@ def fid_hook(ctx: MetricContext) -> dict[str, Any]:
     }
 
 
-@METRIC_HOOKS.register("kid")
 def kid_hook(ctx: MetricContext) -> dict[str, Any]:
-    from medgan.metrics.kid import kid
-
     f_real, f_gen, name = _features(ctx)
     k = kid(f_real, f_gen, num_subsets=50, subset_size=1000, device=ctx.device)
     return {"value": k["kid_mean"], **k, "n_real": len(f_real), "n_gen": len(f_gen), "features": name}

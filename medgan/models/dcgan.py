@@ -24,7 +24,8 @@ import math
 import torch
 from torch import nn
 
-from medgan.config import ConfigError, ModelConfig
+from medgan.config import ModelConfig
+from medgan.errors import ConfigError
 from medgan.models.layers import activation, apply_spectral_norm, init_weights, norm
 from medgan.models.registry import GANS, MODELS, GANPair, GANSpec
 

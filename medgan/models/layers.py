@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from medgan.config import ConfigError
+from medgan.errors import ConfigError
 from medgan.registry import Registry
 
 ACTIVATIONS: Registry = Registry("activation")  # name -> () -> nn.Module

@@ -30,22 +30,19 @@ cheaper backward, friendlier to cuDNN and ``torch.compile``).
 Everything is ``deepcopy``-able (G_ema), ``channels_last``- and bf16-safe (minibatch-std and
 demodulation run in float32), and free of Python control flow on tensor values.
 
-``G.mapping``, ``G.synthesis`` and ``G.sample_ws`` are public so the loss can regularise path length
-with respect to ``w``.
+``G.mapping``, ``G.synthesis`` and ``G.sample_ws`` are public so the loss (``medgan.losses.stylegan2``)
+can regularise path length with respect to ``w``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medgan.config import ConfigError
-from medgan.losses import LOSSES, GANLoss
-from medgan.models.ops import conv2d_resample, setup_filter, uncompiled, unwrap_module, upsample2d
+from medgan.models.ops import conv2d_resample, setup_filter, upsample2d
 from medgan.models.registry import GANS, MODELS, GANPair, GANSpec
 
 CHANNEL_BASE = 16384  # channels at resolution r: min(CHANNEL_BASE // r, cfg.channel_max) (paper256 config)
@@ -313,7 +310,7 @@ class StyleGAN2Generator(nn.Module):
         self.synthesis = SynthesisNetwork(w_dim, resolution, out_channels, channel_max)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, num_layers=mapping_layers)
-        # the path-length regulariser's running mean; a buffer so checkpoints carry it (see StyleGAN2Loss)
+        # the path-length regulariser's running mean; a buffer so checkpoints carry it (see medgan.losses.stylegan2)
         self.register_buffer("pl_mean", torch.zeros([]))
 
     def sample_ws(self, z: torch.Tensor, truncation_psi: float | None = None) -> torch.Tensor:
@@ -395,7 +392,7 @@ class StyleGAN2Discriminator(nn.Module):
         self.conv = Conv2dLayer(ch4 + 1, ch4, 3)
         self.fc = FullyConnected(ch4 * 16, ch4, activation="lrelu")
         self.out = FullyConnected(ch4, 1)
-        # ADA's augmentation probability; a buffer so checkpoints carry it (see StyleGAN2Loss)
+        # ADA's augmentation probability; a buffer so checkpoints carry it (see medgan.losses.stylegan2)
         self.register_buffer("ada_p", torch.zeros([]))
 
     def forward(self, joint: torch.Tensor, return_features: bool = False):
@@ -410,148 +407,6 @@ class StyleGAN2Discriminator(nn.Module):
         feats.append(x)
         logits = self.out(x).squeeze(1).float()
         return (logits, feats) if return_features else logits
-
-
-# ---------------------------------------------------------------------------------------------
-# loss: non-saturating logistic + lazy R1 + optional path length + optional ADA probability
-# ---------------------------------------------------------------------------------------------
-class AdaptiveAugment:
-    """``pipe`` applied to each sample with probability ``p`` (a 0-d tensor, read at every call).
-
-    The ADA idea (Karras et al. 2020, "Training GANs with limited data") on top of a DiffAugment-style
-    pipe: instead of always augmenting, augment a fraction ``p`` of what D sees, and let the loss move
-    ``p`` so that D does not overfit. The pipe runs on the whole batch and ``torch.where`` picks per
-    sample, so there is no branch on the value of ``p``.
-    """
-
-    def __init__(self, pipe: Callable[..., torch.Tensor], p: torch.Tensor):
-        self.pipe, self.p = pipe, p
-
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        augmented = self.pipe(x, generator=generator) if generator is not None else self.pipe(x)
-        u = torch.rand(x.shape[0], 1, 1, 1, device=x.device, generator=generator)
-        return torch.where(u < self.p.to(x.device), augmented, x)
-
-    def __repr__(self) -> str:
-        return f"AdaptiveAugment({self.pipe!r}, p={float(self.p):.3f})"
-
-
-@LOSSES.register("stylegan2")
-class StyleGAN2Loss(GANLoss):
-    """StyleGAN2's objective, as in StyleGAN2-ADA ``training/loss.py``:
-
-    - D: ``softplus(D(fake)) + softplus(-D(real))``; G: ``softplus(-D(fake))`` (non-saturating logistic);
-    - lazy R1 (``d_regularize``): every ``r1_interval`` D steps, ``r1_interval * gamma/2 * E||grad_x D(x)||^2``
-      on (augmented) reals -- the interval factor keeps the penalty's average strength independent of
-      how often it runs;
-    - path length (``pl_weight > 0``): every ``pl_interval`` G steps, inside ``g_loss``, the penalty
-      ``(||J_w^T y|| - a)^2`` on half the batch, ``a`` an EMA of the lengths (``G.pl_mean``), times the
-      interval;
-    - ADA (``ada_target > 0``, needs ``aug.diffaugment``): the augment pipe is wrapped in
-      ``AdaptiveAugment`` whose probability ``p`` (``D.ada_p``) moves after every D step by
-      ``sign(r_t - ada_target) * batch / (ada_kimg * 1000)``, ``r_t = E[sign(D(real))]``: D too sure
-      about the reals (overfitting) -> more augmentation. ``ada_kimg = 100`` (the official 500 is tuned
-      for runs of tens of thousands of kimg; ours are short): p can go 0 -> 1 in 100 kimg. ADA's r_t is
-      measured on every batch instead of every 4th, which changes nothing on average.
-
-    The state that must survive a resume (``pl_mean``, ``ada_p``) is a buffer of G/D, so the trainer's
-    checkpoints carry it without knowing about it. Label smoothing does not apply (``ConfigError``).
-    """
-
-    name = "stylegan2"
-    allows_label_smoothing = False
-    supports_ada = True  # the trainer passes ada_target=cfg.aug.ada_target only to losses that say so
-    lazy_r1 = True  # R1 every r1_interval D steps: the trainer compensates D's Adam (lr, betas)
-    pl_interval = 4  # likewise for G's Adam when pl_weight > 0
-    pl_batch_shrink = 2
-    pl_decay = 0.01
-    ada_kimg = 100.0
-
-    def __init__(self, cfg, G, D, *, ada_target: float = 0.0, **kw):
-        super().__init__(cfg, G, D, **kw)
-        self.ada_target = float(ada_target)
-        if self.ada_target > 0:
-            if self.augment_pipe is None:
-                raise ConfigError("aug.ada_target > 0 needs augmentations to adapt: set aug.diffaugment too")
-            self.ada_p = unwrap_module(D).ada_p
-            self.augment_pipe = AdaptiveAugment(self.augment_pipe, self.ada_p)
-
-    def d_adv(self, real_logits, fake_logits):
-        return F.softplus(fake_logits.float()).mean() + F.softplus(-real_logits.float()).mean()
-
-    def g_adv(self, fake_logits):
-        return F.softplus(-fake_logits.float()).mean()
-
-    def d_loss(self, real, z, mask_onehot=None, step=0):
-        with torch.no_grad():
-            fake = self.run_G(z, mask_onehot, real)
-        real_logits = self.run_D(real)
-        fake_logits = self.run_D(fake)
-        adv = self.d_adv(real_logits, fake_logits)
-        terms = {
-            "D_real": real_logits.detach().float().mean(),
-            "D_fake": fake_logits.detach().float().mean(),
-            "D_adv": adv.detach(),
-            "D_total": adv.detach(),
-        }
-        if self.ada_target > 0:
-            terms.update(self._ada_update(real_logits))
-        return adv, terms
-
-    @torch.no_grad()
-    def _ada_update(self, real_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        r_t = real_logits.detach().float().sign().mean()
-        batch = real_logits.shape[0]
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # every rank sees its own shard of the global batch: average r_t so all ranks keep the same p
-            world = torch.distributed.get_world_size()
-            torch.distributed.all_reduce(r_t)
-            r_t, batch = r_t / world, batch * world
-        step = torch.sign(r_t - self.ada_target) * (batch / (self.ada_kimg * 1000.0))
-        self.ada_p.copy_((self.ada_p + step).clamp(0.0, 1.0))
-        return {"ada_rt": r_t, "ada_p": self.ada_p.detach().clone()}
-
-    def g_loss(self, real, z, mask_onehot=None, step=0):
-        total, terms = super().g_loss(real, z, mask_onehot, step)
-        if self.cfg.pl_weight > 0 and step % self.pl_interval == 0:
-            pl = self.path_length_penalty(z)
-            total = total + pl * (self.cfg.pl_weight * self.pl_interval)
-            terms["G_pl"] = pl.detach()
-            terms["G_total"] = total.detach().float()
-        return total, terms
-
-    def path_length_penalty(self, z: torch.Tensor) -> torch.Tensor:
-        """``E[(||J_w^T y||_2 - a)^2]``, y ~ N(0, I/(H W)); updates ``a = G.pl_mean`` (EMA, decay 0.01)."""
-        G = unwrap_module(self.G)
-        n = max(1, z.shape[0] // self.pl_batch_shrink)
-        ws = G.sample_ws(z[:n])
-        img = G.synthesis(ws)
-        noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
-        (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
-        lengths = grad.float().square().sum(2).mean(1).sqrt()
-        pl_mean = G.pl_mean.lerp(lengths.mean().detach(), self.pl_decay)
-        G.pl_mean.copy_(pl_mean)
-        return (lengths - pl_mean).square().mean()
-
-    def d_regularize(self, real, step):
-        if self.cfg.r1_gamma <= 0 or step % self.cfg.r1_interval != 0:
-            return None, {}
-        D = uncompiled(self.D)  # no double backward through torch.compile'd graphs
-
-        def run_D(x):
-            return D(self.augment_pipe(x) if self.augment_pipe is not None else x)
-
-        r1 = r1_penalty(run_D, real)
-        total = r1 * (self.cfg.r1_gamma / 2 * self.cfg.r1_interval)
-        return total, {"D_r1": r1.detach(), "D_reg": total.detach()}
-
-
-def r1_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
-    """``E_x ||grad_x D(x)||^2`` over the batch (the R1 penalty before its ``gamma / 2``)."""
-    x = real.detach().requires_grad_(True)
-    logits = D(x)
-    (grad,) = torch.autograd.grad(logits.float().sum(), x, create_graph=True)
-    return grad.float().square().sum(dim=[1, 2, 3]).mean()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -600,7 +455,4 @@ __all__ = [
     "modulated_conv2d",
     "minibatch_stddev",
     "build_stylegan2",
-    "StyleGAN2Loss",
-    "AdaptiveAugment",
-    "r1_penalty",
 ]

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medgan.config import ConfigError
+from medgan.errors import ConfigError, WeightsNotFoundError
 
 VGG16_FILE = "vgg16-397923af.pth"
 VGG_FEATURES = ("vgg16", "vgg16-random")
@@ -26,8 +26,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class VGGWeightsNotFoundError(FileNotFoundError):
-    """The pretrained VGG16 file is not on this machine (we never download it)."""
+class VGGWeightsNotFoundError(WeightsNotFoundError):
+    """The pretrained VGG16 file is not on this machine (we never download it); a ``UserError``."""
 
 
 def vgg_weights_path() -> Path:

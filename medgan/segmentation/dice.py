@@ -1,4 +1,4 @@
-"""Dice from confusion counts: per class, per image, per patient (3-D) and pooled.
+"""Dice from confusion counts: per class, per image (2-D), per patient (3-D) and pooled; mean ± t-interval.
 
 Everything starts from integer label masks and goes through per-class counts ``(TP, FP, FN)``:
 
@@ -21,18 +21,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 TP, FP, FN = 0, 1, 2
 
 
 def _as_int_array(x: Any, name: str) -> np.ndarray:
-    try:
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.integer) and x.dtype != bool:
         raise TypeError(f"{name} must hold integer labels, got dtype {x.dtype}")
@@ -164,7 +160,7 @@ def dice_report(
       ``per_patient``: ``{patient: {class: dice, "mean": ...}}`` (if ``per_patient``);
       ``classes``: the scored class names; ``n_images``, ``n_patients``.
     NaN means "class absent in both prediction and ground truth" and is kept as NaN here; the
-    ``nan`` counts say how often that happened. ``jsonable`` turns NaN into ``null`` for files.
+    ``nan`` counts say how often that happened. ``medgan.io.jsonable`` turns NaN into ``null`` for files.
     """
     counts = np.asarray(counts)
     if counts.ndim != 3 or counts.shape[-1] != 3:
@@ -212,17 +208,3 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]
     return {"mean": mean, "ci95": half, "low": mean - half, "high": mean + half, "std": sd, "n": n, "n_nan": n_nan,
             "confidence": confidence}
 
-
-def jsonable(obj: Any) -> Any:
-    """Deep copy with NaN/inf floats as ``None`` (strict JSON) and numpy scalars as Python ones."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

@@ -1,8 +1,12 @@
 """Extension points of the trainer that later features plug into without touching the loop.
 
 ``METRIC_HOOKS[name](ctx: MetricContext) -> dict`` is called every ``cfg.metric_kimg`` kimg (and at the
-end); the dict must hold ``"value"`` (lower is better, e.g. FID) and may hold anything else. The trainer
+end); the dict must hold ``"value"`` (lower is better, e.g. FID) and may hold anything else. The loop
 appends it to ``metric-<name>.jsonl`` and keeps ``checkpoint-best-<name>.pt`` for the best value.
+
+The built-in hooks live in ``medgan.metrics`` (a higher layer): they are registered here by path and
+imported on first use, so the trainer names them without importing upward. A user's own hook registers
+with ``@METRIC_HOOKS.register("name")``.
 """
 
 from __future__ import annotations
@@ -28,14 +32,6 @@ class MetricContext:
     cfg: Any  # TrainConfig
 
 
-class _MetricRegistry(Registry):
-    """Looks a name up after importing ``medgan.metrics``, which registers the built-in hooks
-    (``fid``, ``kid``); the trainer need not know which package provides which metric."""
-
-    def __getitem__(self, name: str):
-        if name not in self:
-            import medgan.metrics  # noqa: F401  (registers fid, kid)
-        return super().__getitem__(name)
-
-
-METRIC_HOOKS: Registry = _MetricRegistry("metric")
+METRIC_HOOKS: Registry = Registry("metric")
+METRIC_HOOKS.register_path("fid", "medgan.metrics.hooks:fid_hook")
+METRIC_HOOKS.register_path("kid", "medgan.metrics.hooks:kid_hook")
