@@ -23,13 +23,15 @@ PYTEST_ARGS  ?=
 
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup phantoms prepare notebooks book lint test test-unit test-notebooks bench clean distclean
+.PHONY: help setup phantoms prepare notebooks book lint test test-unit test-notebooks test-book bench clean distclean
 
 help:
 	@echo "make book    set up, make phantoms, run notebooks with papermill, build the HTML book (offline)"
 	@echo "make test    pytest (unit, round trip, resume, bad input, CLI) + nbval of the executed notebooks"
 	@echo "make setup   only the .venv (pinned) + vendored MathJax"
 	@echo "make bench   CPU/GPU benchmarks (prints ratios; absolute numbers only on a GPU)"
+	@echo "make bench-gpu   on a GPU machine: every model at 128²/256² fp32+bf16 and FID 10k -> $(RUNS)/bench-gpu/"
+	@echo "make wheelhouse  download the bench's pure-Python dependencies into wheelhouse/ (for an offline GPU box)"
 
 # ---------------------------------------------------------------- setup (.venv + MathJax)
 setup: $(STAMP) $(MATHJAX)
@@ -68,7 +70,12 @@ notebooks: $(EXECUTED_NB)
 # reuse) the same data and runs instead of training a second copy there.
 # Notebooks make what they need themselves (medgan.experiments: phantoms only in the quick profile),
 # so `make book PROFILE=paper DATA=/path/to/real` never writes a phantom next to the real data.
-$(EXECUTED)/%.ipynb: notebooks/%.ipynb | $(STAMP)
+# An executed notebook is as old as the code that made its numbers: a change under medgan/ re-executes it
+# (medgan.experiments then redoes only the runs/sets/U-Nets whose code version or config hash changed,
+# moving the stale ones aside as <name>.stale-<version>).
+MEDGAN_SRC   := $(shell find medgan -name '*.py' 2>/dev/null)
+
+$(EXECUTED)/%.ipynb: notebooks/%.ipynb $(MEDGAN_SRC) | $(STAMP)
 	@mkdir -p $(EXECUTED)
 	$(VENV)/bin/papermill --no-progress-bar --cwd . -k python3 $< $@.tmp.ipynb \
 	    -p profile $(PROFILE) -p seed $(SEED) -p data_root $(abspath $(DATA)) -p runs_root $(abspath $(RUNS))
@@ -81,7 +88,12 @@ book: setup notebooks
 	@echo "Book built: open $(CURDIR)/_build/html/index.html"
 
 # ---------------------------------------------------------------- tests
-test: setup test-unit test-notebooks
+test: setup test-unit test-notebooks test-book
+
+# A built book (from `make book`) is checked again for anything that would need the network.
+test-book:
+	@if [ -d _build/html ]; then $(PY) book/offline_check.py _build/html; \
+	else echo "test-book: no _build/html (run 'make book' to build and check it)"; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check medgan tests book
@@ -89,6 +101,8 @@ lint: $(STAMP)
 test-unit: $(STAMP) lint
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS) tests
 
+# nbval re-executes every executed notebook in a fresh kernel: cells tagged nbval-check-output (the study's
+# numbers, printed rounded) must print exactly what they printed at execution; every other cell must run.
 test-notebooks: notebooks
 	@test -n "$(EXECUTED_NB)" || { echo "no notebooks under notebooks/ to validate" >&2; exit 1; }
 	$(PY) -m pytest --nbval-lax -p no:randomly $(EXECUTED_NB)
@@ -96,6 +110,28 @@ test-notebooks: notebooks
 bench: $(STAMP)
 	$(MEDGAN) bench train --model dcgan --size 128 --batch 64
 	$(MEDGAN) bench fid --n 200
+
+# GPU readiness in one command, on a machine with its own python3 + torch (+ torchvision) and no registry:
+# dependencies whose import fails are installed from wheelhouse/ (no index, no deps); medgan is this checkout.
+# One JSON + one markdown table in $(RUNS)/bench-gpu/ (≤ 8 min on one H100/H200).
+BENCH_PY       ?= python3
+WHEELHOUSE     ?= wheelhouse
+WHEEL_PYTHONS  ?=
+BENCH_WHEELS   := pytorch-fid==0.3.0 tqdm==4.70.1
+BINARY_WHEELS  := numpy==2.4.6 scipy==1.17.1 Pillow==13.0.0
+
+bench-gpu:
+	$(BENCH_PY) benchmarks/bench_gpu.py --wheelhouse $(WHEELHOUSE) --out $(RUNS)/bench-gpu
+
+# Pure-Python wheels always; `make wheelhouse WHEEL_PYTHONS="3.12"` adds numpy/scipy/Pillow for those CPython
+# versions (manylinux x86-64) when the GPU machine lacks them too.
+wheelhouse: | $(STAMP)
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: -d $(WHEELHOUSE) $(BENCH_WHEELS)
+	for v in $(WHEEL_PYTHONS); do \
+	  $(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version $$v \
+	    --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d $(WHEELHOUSE) $(BINARY_WHEELS); \
+	done
+	@ls $(WHEELHOUSE)
 
 clean:
 	rm -rf _build $(EXECUTED) .pytest_cache

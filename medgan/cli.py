@@ -1,4 +1,4 @@
-"""``medgan`` command line: one subcommand per arrow of the data flow (the top layer; nothing imports it).
+"""medgan: GANs for medical image synthesis — one subcommand per arrow of the data flow (nothing imports this module).
 
 Each feature owns its subcommand through ``add_cli(subparsers)``; the parser sets ``func`` to a callable
 taking the parsed ``argparse.Namespace`` and returning an exit code. Every command is a thin wrapper over

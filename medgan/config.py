@@ -94,10 +94,15 @@ class ModelConfig:
     w_dim: int = 256
     mapping_layers: int = 8
     channel_max: int = 256
+    channel_base: int = 16384  # StyleGAN2: channels at resolution r = min(channel_base // r, channel_max)
+    mbstd_group: int = 4  # StyleGAN2 D: minibatch-stddev group size (paper256: 8)
     style_mixing: float = 0.9
     truncation: float = 1.0
     spade_hidden: int = 64
     d_scales: int = 2
+    d_layers: int = 4  # SPADE: 4x4 convs per PatchGAN scale (NVlabs/SPADE's n_layers_D)
+    spade_upsampling: str = "normal"  # SPADE: num_upsampling_layers normal | more | most (5 | 6 | 7 doublings)
+    spade_z: bool = False  # SPADE: False = upstream (G starts from the mask, z ignored); True = fc(z) start
 
     def __post_init__(self) -> None:
         _check_choices(self, "model")
@@ -154,7 +159,7 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     ema_rampup: float = 0.05  # half-life <= this fraction of the images seen so far (0 = off)
-    ema_kimg: float = 10.0  # G_ema half-life in kimg (0 = off)
+    ema_kimg: float = 10.0  # G_ema half-life in kimg (0 = no average: G_ema is a copy of G; GANS sets 0 but for StyleGAN2)
     tick_kimg: float = 1.0
     snapshot_kimg: float = 10.0
     metric_kimg: float = 0.0  # 0 = metrics only at the end (if any)
@@ -163,11 +168,11 @@ class TrainConfig:
     metric_n: int = 0  # samples per hook evaluation; 0 = $MEDGAN_METRIC_N or 1024 on CUDA / 64 on CPU
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    amp: str = "off"  # off (fp32, the paper's precision) | bf16 (opt-in fast mode) | auto (bf16 on CUDA, fp32 on CPU)
     compile: bool = False
     channels_last: bool = True
     deterministic: bool = False
-    split: str = "train"
+    split: str = "train+val"  # the paper's training patients (medgan.data.prepared.GAN_SPLIT); "train"/"val"/"test"/"all"
     gan: str = ""  # the GANS entry --gan applied (recorded; generate and the sweep read it)
     resolution: int = 0  # 0 = the prepared set's image size; anything else must equal it
     grid: int = 16  # image+mask pairs in each samples-<kimg>.png

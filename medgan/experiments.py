@@ -97,7 +97,8 @@ def _stale_tag(recorded: dict) -> str:
 def _set_aside(path: Path, reason: str, tag: str) -> None:
     if not _is_empty(path):
         dest = move_aside(path, tag)
-        print(f"{path.name}: not reused ({reason}); kept as {dest.name}")
+        where = f"{path.parent.name}/{path.name}"
+        print(f"{where}: not reused ({reason}); kept as {path.parent.name}/{dest.name}")
 
 
 def run_staleness(run_dir, cfg, real: PreparedSet | None = None) -> str | None:

@@ -131,7 +131,8 @@ def generate(
         "seed": seed,
         "truncation": truncation,
         "mask_source": MASK_SOURCE_WARPED if conditional else MASK_SOURCE_GENERATOR,
-        "real_dataset": {"name": ds["name"], "root": ds["root"], "content_sha256": ds.get("content_sha256")},
+        "real_dataset": {"name": ds["name"], "root": ds["root"], "content_sha256": ds.get("content_sha256"),
+                         "train_split": cfg.split},  # the real patients G learnt from (FID's default reference)
     }
     z_all = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
     mask_gen = torch.Generator().manual_seed(seed + 1)

@@ -9,7 +9,6 @@ from medgan.augment import DIFF_OPS, DiffAugment, build_augment_pipe, empty_fill
 from medgan.config import AugConfig, ConfigError
 from medgan.data.prepared import mask_to_onehot, split_joint, to_joint
 
-torch.set_num_threads(2)
 K, H = 4, 16
 
 

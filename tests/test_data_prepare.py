@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -17,14 +16,6 @@ from medgan.data.prepare import PHANTOM_MARKER, convert_cardiac_volume, crop_or_
 from medgan.data.prepared import REQUIRED_KEYS, SPLITS, load_prepared, sha256_files
 
 EXTRA_KEYS = ("geometry", "cases", "seed", "raw_dir", "prepared_by")
-
-
-def file_hashes(root: Path) -> dict[str, tuple[str, int]]:
-    return {
-        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def check_common(ps, name: str, channels: int, size: int, labels: dict, raw: Path):
@@ -183,12 +174,12 @@ def test_fundus_box_is_the_square_around_the_bright_disc():
 
 # ------------------------------------------------------------------------------------ all
 @pytest.mark.parametrize("dataset,fixture", [("acdc", "acdc_raw"), ("sliver07", "sliver_raw"), ("idrid", "idrid_raw")])
-def test_prepare_never_modifies_raw_inputs_and_is_deterministic(dataset, fixture, request, tmp_path):
+def test_prepare_never_modifies_raw_inputs_and_is_deterministic(dataset, fixture, request, tmp_path, folder_digest):
     raw = request.getfixturevalue(fixture)
-    before = file_hashes(raw)
+    before = folder_digest(raw, mtimes=True)
     a = load_prepared(prepare(dataset, raw, tmp_path / "a", size=32, progress=False))
     b = load_prepared(prepare(dataset, raw, tmp_path / "b", size=32, progress=False))
-    assert file_hashes(raw) == before
+    assert folder_digest(raw, mtimes=True) == before
     assert a.content_sha256 == b.content_sha256 and a.meta["splits"] == b.meta["splits"]
     assert json.loads((tmp_path / "a" / "dataset.json").read_text())["image_size"] == 32
 

@@ -34,5 +34,6 @@ def test_paper_profile_prepares_a_real_download_it_is_given(tmp_path, idrid_raw)
 def test_profiles_are_one_table():
     assert get_profile("quick").phantoms and not get_profile("paper").phantoms
     assert set(PROFILES) == {"quick", "paper"}
+    assert (get_profile("paper").kimg, get_profile("quick").kimg) == (1000, 8.0)  # book/deviations.md, training length
     with pytest.raises(ConfigError, match="unknown profile 'fast'"):
         get_profile("fast")

@@ -8,43 +8,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train_support import LABELS, TINY, make_discs, register_conditional
 
 from medgan.cli import main as cli_main
 from medgan.data.prepared import describe, load_prepared
 from medgan.generate import MASK_SOURCE_GENERATOR, MASK_SOURCE_WARPED, generate
 from medgan.training import load_checkpoint, make_config, run_training
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
-def discs(tmp_path_factory) -> Path:
-    return make_discs(tmp_path_factory.mktemp("data") / "discs")
-
-
-@pytest.fixture(scope="module")
-def run(discs, tmp_path_factory) -> Path:
+def run(tiny_overrides, discs, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "dcgan-run"
-    run_training(make_config(data=discs, out=out, gan="dcgan", kimg=0.032, batch=8, overrides=TINY), progress=False)
+    run_training(make_config(data=discs, out=out, gan="dcgan", kimg=0.032, batch=8, overrides=tiny_overrides), progress=False)
     return out
 
 
 @pytest.fixture(scope="module")
-def cond_run(discs, tmp_path_factory) -> Path:
+def cond_run(tiny_overrides, conditional_model, discs, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "cond-run"
-    cfg = make_config(data=discs, out=out, gan="hinge", kimg=0.016, batch=8, overrides=[*TINY, f"model.name={register_conditional()}"])
+    cfg = make_config(data=discs, out=out, gan="hinge", kimg=0.016, batch=8, overrides=[*tiny_overrides, f"model.name={conditional_model}"])
     run_training(cfg, progress=False)
     return out
 
 
-def test_generate_writes_a_valid_prepared_set(run, discs, tmp_path):
+def test_generate_writes_a_valid_prepared_set(disc_labels, run, discs, tmp_path):
     out = generate(run, 10, tmp_path / "gen", batch=4, seed=3, progress=False)
     ps = load_prepared(out)
     real = load_prepared(discs)
     assert len(ps) == 10 and ps.source == "generated"
     assert ps.images.shape == (10, 1, 16, 16) and ps.images.dtype == np.float16 and ps.masks.dtype == np.uint8
-    assert ps.labels == LABELS and ps.meta["modality"] == real.meta["modality"] and ps.channels == real.channels
+    assert ps.labels == disc_labels and ps.meta["modality"] == real.meta["modality"] and ps.channels == real.channels
     assert set(np.unique(ps.masks).tolist()) <= {0, 1, 2}
     assert float(np.abs(ps.images.astype(np.float32)).max()) <= 1.0
     assert list(ps.patients) == [f"gen-{i:06d}" for i in range(10)]
@@ -90,6 +82,7 @@ def test_generate_refuses_to_overwrite(run, tmp_path):
 def test_conditional_run_draws_warped_training_masks(cond_run, discs, tmp_path):
     ps = load_prepared(generate(cond_run, 12, tmp_path / "gen", batch=5, progress=False))
     assert ps.meta["mask_source"] == MASK_SOURCE_WARPED
+    assert ps.meta["real_dataset"]["train_split"] == "train+val"  # FID's default reference follows the run
     assert set(np.unique(ps.masks).tolist()) <= {0, 1, 2}
     real_masks = load_prepared(discs).load("train")[1]
     # warped, not copied: most generated masks are no training mask

@@ -12,9 +12,7 @@ from medgan.augment import AdaptiveAugment, DiffAugment
 from medgan.config import ConfigError, LossConfig, ModelConfig
 from medgan.losses import LOSSES, GANLoss, build_loss, feature_matching, gradient_penalty, vgg_loss
 from medgan.models import MODELS
-from medgan.models.vgg import TAPS, VGGWeightsNotFoundError, load_vgg
-
-torch.set_num_threads(2)
+from medgan.models.vgg import TAPS, TAPS19, VGG19_LAYER_WEIGHTS, VGGWeightsNotFoundError, load_vgg
 
 C, K, S = 1, 2, 4  # image channels, labels, spatial size of the stub tensors
 REAL_LOGITS = [2.0, -1.0]
@@ -26,61 +24,26 @@ def softplus(x: float) -> float:
 
 
 def joint_with_logits(logits: list[float]) -> torch.Tensor:
-    """A joint tensor whose pixel (0, 0, 0) holds the logit ``PixelD`` will read."""
+    """A joint tensor whose pixel (0, 0, 0) holds the logit ``pixel_d`` will read."""
     x = torch.zeros(len(logits), C + K, S, S)
     x[:, 0, 0, 0] = torch.tensor(logits)
     return x
 
 
-class StubG(nn.Module):
-    """Returns a fixed fake batch (a parameter, so G's gradient can be checked)."""
+@pytest.fixture(scope="session")
+def make(const_g, pixel_d):
+    """``make(name, **loss_cfg) -> (loss, G, D)`` on the fixed FAKE_LOGITS batch."""
 
-    conditional = False
-    z_dim = 3
+    def build(name: str, **cfg):
+        G = const_g(joint_with_logits(FAKE_LOGITS))
+        D = pixel_d()
+        loss = build_loss(LossConfig(name=name, **cfg), G, D, channels=C, num_labels=K)
+        return loss, G, D
 
-    def __init__(self, fake: torch.Tensor, conditional: bool = False):
-        super().__init__()
-        self.fake = nn.Parameter(fake.clone())
-        self.conditional = conditional
-        self.seen_masks: list = []
-
-    def forward(self, z, mask_onehot=None):
-        self.seen_masks.append(mask_onehot)
-        return self.fake * 1.0
+    return build
 
 
-class PixelD(nn.Module):
-    """logit = x[:, 0, 0, 0] · scale; the only intermediate feature is x itself."""
-
-    def __init__(self):
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(()))
-
-    def forward(self, x, return_features=False):
-        logits = x[:, 0, 0, 0] * self.scale
-        return (logits, [x]) if return_features else logits
-
-
-class LinearD(nn.Module):
-    """D(x) = <w, x>: ∇_x D = w everywhere, so the gradient penalty is (‖w‖ - 1)² exactly."""
-
-    def __init__(self, w: torch.Tensor):
-        super().__init__()
-        self.w = nn.Parameter(w.clone())
-
-    def forward(self, x, return_features=False):
-        logits = (x * self.w).flatten(1).sum(1)
-        return (logits, [x]) if return_features else logits
-
-
-def make(name: str, **cfg):
-    G = StubG(joint_with_logits(FAKE_LOGITS))
-    D = PixelD()
-    loss = build_loss(LossConfig(name=name, **cfg), G, D, channels=C, num_labels=K)
-    return loss, G, D
-
-
-def run(name: str, **cfg):
+def run(make, name: str, **cfg):
     loss, G, D = make(name, **cfg)
     real = joint_with_logits(REAL_LOGITS)
     z = torch.zeros(2, 3)
@@ -106,8 +69,8 @@ def test_every_loss_is_registered():
 
 
 @pytest.mark.parametrize("name", sorted(HAND))
-def test_loss_matches_hand_computed_values(name):
-    d, g, d_terms, g_terms = run(name)
+def test_loss_matches_hand_computed_values(make, name):
+    d, g, d_terms, g_terms = run(make, name)
     assert d == pytest.approx(HAND[name][0], rel=1e-6)
     assert g == pytest.approx(HAND[name][1], rel=1e-6)
     assert d_terms["D_real"].item() == pytest.approx(0.5)
@@ -118,7 +81,7 @@ def test_loss_matches_hand_computed_values(name):
 
 
 @pytest.mark.parametrize("name", sorted(HAND))
-def test_d_loss_does_not_reach_G_and_g_loss_does(name):
+def test_d_loss_does_not_reach_G_and_g_loss_does(make, name):
     loss, G, D = make(name)
     real = joint_with_logits(REAL_LOGITS)
     loss.d_loss(real, torch.zeros(2, 3))[0].backward()
@@ -128,28 +91,28 @@ def test_d_loss_does_not_reach_G_and_g_loss_does(name):
     assert G.fake.grad is not None and G.fake.grad.abs().sum() > 0
 
 
-def test_label_smoothing_is_one_sided_bce():
+def test_label_smoothing_is_one_sided_bce(make):
     a = 0.1
-    d, g, *_ = run("dcgan", label_smoothing=a)
+    d, g, *_ = run(make, "dcgan", label_smoothing=a)
     t = 1 - a
     bce_real = mean([t * softplus(-x) + (1 - t) * softplus(x) for x in r])
     assert d == pytest.approx(bce_real + mean([softplus(x) for x in f]), rel=1e-6)
     assert g == pytest.approx(HAND["dcgan"][1], rel=1e-6)  # G's target is untouched
 
 
-def test_label_smoothing_lsgan_moves_real_target():
-    d, *_ = run("lsgan", label_smoothing=0.1)
+def test_label_smoothing_lsgan_moves_real_target(make):
+    d, *_ = run(make, "lsgan", label_smoothing=0.1)
     assert d == pytest.approx(0.5 * ((2 - 0.9) ** 2 + (-1 - 0.9) ** 2) / 2 + 0.5 * (0.25 + 9) / 2, rel=1e-6)
 
 
 @pytest.mark.parametrize("gp_weight", [0.0, 0.1, 1.0, 10.0])
-def test_gradient_penalty_closed_form_for_linear_D(gp_weight):
+def test_gradient_penalty_closed_form_for_linear_D(const_g, linear_d, gp_weight):
     torch.manual_seed(0)
     w = torch.randn(C + K, S, S) * 0.3
-    D = LinearD(w)
+    D = linear_d(w)
     fake = torch.randn(3, C + K, S, S)
     real = torch.randn(3, C + K, S, S)
-    G = StubG(fake)
+    G = const_g(fake)
     loss = build_loss(LossConfig(name="wgan-gp", gp_weight=gp_weight), G, D, channels=C, num_labels=K)
     total, terms = loss.d_loss(real, torch.zeros(3, 3))
     wn = w.norm().item()
@@ -165,9 +128,9 @@ def test_gradient_penalty_closed_form_for_linear_D(gp_weight):
     torch.testing.assert_close(D.w.grad, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_gradient_penalty_is_zero_for_unit_norm_linear_D():
+def test_gradient_penalty_is_zero_for_unit_norm_linear_D(linear_d):
     w = torch.randn(C + K, S, S)
-    D = LinearD(w / w.norm())
+    D = linear_d(w / w.norm())
     gp = gradient_penalty(D, torch.randn(4, C + K, S, S), torch.randn(4, C + K, S, S))
     assert gp.item() == pytest.approx(0.0, abs=1e-10)
 
@@ -190,7 +153,7 @@ def test_wgan_clipping_clamps_every_D_parameter(clip):
 
 
 @pytest.mark.parametrize("name", ["dcgan", "lsgan", "wgan-gp", "hinge"])
-def test_other_losses_never_clip(name):
+def test_other_losses_never_clip(make, name):
     loss, G, D = make(name)
     with torch.no_grad():
         D.scale.fill_(5.0)
@@ -198,7 +161,7 @@ def test_other_losses_never_clip(name):
     assert D.scale.item() == 5.0
 
 
-def test_wgan_clip_zero_is_off():
+def test_wgan_clip_zero_is_off(make):
     loss, G, D = make("wgan", clip=0.0)
     with torch.no_grad():
         D.scale.fill_(5.0)
@@ -206,17 +169,17 @@ def test_wgan_clip_zero_is_off():
     assert D.scale.item() == 5.0
 
 
-def test_n_critic_and_default_regulariser():
+def test_n_critic_and_default_regulariser(make):
     loss, G, D = make("wgan", n_critic=5)
     assert loss.n_critic == 5
     total, terms = loss.d_regularize(joint_with_logits(REAL_LOGITS), step=0)
     assert total is None and terms == {}
 
 
-def test_feature_matching_hand_value():
+def test_feature_matching_hand_value(const_g, pixel_d):
     real_value, fake_value, weight = 0.5, -0.25, 10.0
-    G = StubG(torch.full((2, C + K, S, S), fake_value))
-    loss = build_loss(LossConfig(name="dcgan", fm_weight=weight), G, PixelD(), channels=C, num_labels=K)
+    G = const_g(torch.full((2, C + K, S, S), fake_value))
+    loss = build_loss(LossConfig(name="dcgan", fm_weight=weight), G, pixel_d(), channels=C, num_labels=K)
     real = torch.full((2, C + K, S, S), real_value)
     total, terms = loss.g_loss(real, torch.zeros(2, 3))
     assert terms["G_fm"].item() == pytest.approx((real_value - fake_value) ** 2)
@@ -229,25 +192,25 @@ def test_feature_matching_uses_batch_means():
     assert feature_matching(real, fake).item() == 0.0
 
 
-def test_augment_pipe_sees_real_and_fake():
+def test_augment_pipe_sees_real_and_fake(const_g, pixel_d):
     calls = []
 
     def pipe(x):
         calls.append(x.detach().clone())
         return x
 
-    G = StubG(joint_with_logits(FAKE_LOGITS))
-    loss = build_loss(LossConfig(name="hinge"), G, PixelD(), channels=C, num_labels=K, augment_pipe=pipe)
+    G = const_g(joint_with_logits(FAKE_LOGITS))
+    loss = build_loss(LossConfig(name="hinge"), G, pixel_d(), channels=C, num_labels=K, augment_pipe=pipe)
     real = joint_with_logits(REAL_LOGITS)
     loss.d_loss(real, torch.zeros(2, 3))
     assert len(calls) == 2
     assert torch.equal(calls[0], real) and torch.equal(calls[1], G.fake.detach())
 
 
-def test_conditional_G_gets_the_real_masks_by_default():
+def test_conditional_G_gets_the_real_masks_by_default(const_g, pixel_d):
     real = joint_with_logits(REAL_LOGITS)
-    G = StubG(joint_with_logits(FAKE_LOGITS), conditional=True)
-    loss = build_loss(LossConfig(name="dcgan"), G, PixelD(), channels=C, num_labels=K)
+    G = const_g(joint_with_logits(FAKE_LOGITS), conditional=True)
+    loss = build_loss(LossConfig(name="dcgan"), G, pixel_d(), channels=C, num_labels=K)
     loss.d_loss(real, torch.zeros(2, 3))
     assert torch.equal(G.seen_masks[-1], real[:, C:])
     given = torch.ones(2, K, S, S)
@@ -269,20 +232,20 @@ def test_conditional_G_gets_the_real_masks_by_default():
         (dict(name="wgan", gp_weight=1.0), "gradient penalty"),
         (dict(name="lsgan", gp_weight=0.1), "gradient penalty"),
         (dict(name="nosuchgan"), "unknown loss"),
-        (dict(name="dcgan", vgg_weight=1.0, vgg_features="vgg19"), "vgg_features"),
+        (dict(name="dcgan", vgg_weight=1.0, vgg_features="vgg13"), "vgg_features"),
     ],
 )
-def test_bad_loss_configs_raise_config_error(cfg, match):
+def test_bad_loss_configs_raise_config_error(const_g, pixel_d, cfg, match):
     with pytest.raises(ConfigError, match=match):
-        build_loss(LossConfig(**cfg), StubG(joint_with_logits(FAKE_LOGITS)), PixelD(), channels=C, num_labels=K)
+        build_loss(LossConfig(**cfg), const_g(joint_with_logits(FAKE_LOGITS)), pixel_d(), channels=C, num_labels=K)
 
 
-def test_direct_construction_validates_too():
+def test_direct_construction_validates_too(const_g, pixel_d):
     with pytest.raises(ConfigError):
         LOSSES["wgan-gp"](
             LossConfig(name="wgan-gp", clip=0.01),
-            StubG(joint_with_logits(FAKE_LOGITS)),
-            PixelD(),
+            const_g(joint_with_logits(FAKE_LOGITS)),
+            pixel_d(),
             channels=C,
             num_labels=K,
         )
@@ -297,17 +260,15 @@ TRAINER_READS = (
 CRITICS = {"wgan", "wgan-gp"}
 
 
-class AdaD(PixelD):
-    """PixelD with the ``ada_p`` buffer an ADA loss moves (StyleGAN2's D carries one)."""
+@pytest.fixture(scope="session")
+def build_any(const_g, pixel_d):
+    """``build_any(name, **kw) -> GANLoss`` with a D that carries ``ada_p``."""
 
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("ada_p", torch.zeros([]))
+    def build(name: str, **kw) -> GANLoss:
+        return build_loss(LossConfig(name=name), const_g(joint_with_logits(FAKE_LOGITS)), pixel_d(ada=True), channels=C,
+                          num_labels=K, **kw)
 
-
-def build_any(name: str, **kw) -> GANLoss:
-    return build_loss(LossConfig(name=name), StubG(joint_with_logits(FAKE_LOGITS)), AdaD(), channels=C,
-                      num_labels=K, **kw)
+    return build
 
 
 def test_the_base_declares_every_capability_the_trainer_reads():
@@ -318,7 +279,7 @@ def test_the_base_declares_every_capability_the_trainer_reads():
 
 
 @pytest.mark.parametrize("name", sorted({*HAND, "stylegan2", "spade"}))
-def test_capability_values(name):
+def test_capability_values(build_any, name):
     loss = build_any(name)
     # D can saturate unless it is a critic (unbounded output); StyleGAN2's logistic and SPADE's hinge can
     assert loss.saturates is (name not in CRITICS)
@@ -330,7 +291,7 @@ def test_capability_values(name):
     loss.load_state_dict({})
 
 
-def test_ada_target_reaches_only_losses_that_support_it():
+def test_ada_target_reaches_only_losses_that_support_it(build_any):
     msg = ("aug.ada_target=0.6 (adaptive augmentation) is implemented by --gan stylegan2 only, not by loss 'dcgan'; "
            "use aug.ada_target=0")
     with pytest.raises(ConfigError) as e:
@@ -342,14 +303,14 @@ def test_ada_target_reaches_only_losses_that_support_it():
 
 
 # --------------------------------------------------------------------------- VGG
-def test_missing_vgg_weights_name_the_path(tmp_path, monkeypatch):
+def test_missing_vgg_weights_name_the_path(const_g, pixel_d, tmp_path, monkeypatch):
     missing = tmp_path / "nowhere" / "vgg16-397923af.pth"
     monkeypatch.setenv("MEDGAN_VGG_WEIGHTS", str(missing))
     with pytest.raises(VGGWeightsNotFoundError, match="vgg16-397923af.pth") as e:
         build_loss(
             LossConfig(name="dcgan", vgg_weight=1.0),
-            StubG(joint_with_logits(FAKE_LOGITS)),
-            PixelD(),
+            const_g(joint_with_logits(FAKE_LOGITS)),
+            pixel_d(),
             channels=C,
             num_labels=K,
         )
@@ -400,6 +361,65 @@ def test_vgg_loads_a_torchvision_checkpoint(tmp_path, monkeypatch):
         load_vgg("vgg16")
 
 
+def test_missing_vgg19_weights_name_the_file_the_path_and_the_env_var(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDGAN_VGG19_WEIGHTS", raising=False)
+    monkeypatch.setenv("MEDGAN_VGG_WEIGHTS", str(tmp_path / "vgg16.pth"))  # the VGG16 variable is not read
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(VGGWeightsNotFoundError, match="vgg19-dcbb9e9d.pth") as e:
+        load_vgg("vgg19")
+    msg = str(e.value)
+    assert str(tmp_path / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth") in msg
+    assert "MEDGAN_VGG19_WEIGHTS" in msg and "vgg19-random" in msg
+    missing = tmp_path / "elsewhere.pth"
+    monkeypatch.setenv("MEDGAN_VGG19_WEIGHTS", str(missing))
+    with pytest.raises(VGGWeightsNotFoundError, match="elsewhere.pth"):
+        load_vgg("vgg19")
+
+
+def test_vgg19_is_spade_vggloss_relu_x_1_weighted_unnormalised():
+    """NVlabs/SPADE's VGGLoss: relu1_1 ... relu5_1 of VGG19, weights 1/32 ... 1, the [-1, 1] image fed as is."""
+    state = torch.random.get_rng_state()
+    vgg = load_vgg("vgg19-random")
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert vgg.name == "vgg19-random" and len(vgg.trunk) == 30
+    assert list(TAPS19.values()) == [1, 6, 11, 20, 29]
+    assert vgg.layer_weights == VGG19_LAYER_WEIGHTS == (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    feats = vgg(x)
+    assert [f.shape[1] for f in feats] == [64, 128, 256, 512, 512]
+    assert torch.equal(feats[0], vgg.trunk[:2](x))  # no ImageNet normalisation, as upstream
+    for f1, f3 in zip(vgg(x[:, :1]), vgg(x[:, :1].expand(-1, 3, -1, -1)), strict=True):  # grayscale -> RGB
+        assert torch.equal(f1, f3)
+    y = torch.rand(2, 3, 32, 32) * 2 - 1
+    fy = vgg(y)
+    expected = sum(w * (a - b).abs().mean() for w, a, b in zip(VGG19_LAYER_WEIGHTS, fy, feats, strict=True))
+    assert vgg_loss(vgg, x, y, paired=True).item() == pytest.approx(expected.item(), rel=1e-5)
+    # the DCGAN-family VGG16 term keeps equal weights and ImageNet normalisation
+    v16 = load_vgg("vgg16-random")
+    assert v16.layer_weights == (1.0,) * 4 and v16.imagenet_normalize and not vgg.imagenet_normalize
+
+
+def test_vgg19_loads_a_torchvision_checkpoint(tmp_path, monkeypatch):
+    trunk = load_vgg("vgg19-random").trunk
+    with torch.no_grad():
+        for p in trunk.parameters():
+            p.add_(1.0)
+    state = {f"features.{k}": v for k, v in trunk.state_dict().items()}
+    state["features.34.weight"] = torch.zeros(2, 2)  # conv5_4 of the real file: past relu5_1, ignored
+    path = tmp_path / "vgg19-dcbb9e9d.pth"
+    torch.save(state, path)
+    monkeypatch.setenv("MEDGAN_VGG19_WEIGHTS", str(path))
+    vgg = load_vgg("vgg19")
+    assert vgg.name == "vgg19"
+    for p, q in zip(vgg.trunk.parameters(), trunk.parameters(), strict=True):
+        assert torch.equal(p, q)
+    del state["features.28.weight"]
+    torch.save(state, path)
+    with pytest.raises(ConfigError, match="not a torchvision VGG19"):
+        load_vgg("vgg19")
+
+
 def test_vgg_term_unpaired_is_batch_mean_matching_paired_is_per_pair():
     vgg = load_vgg("vgg16-random")
     torch.manual_seed(0)
@@ -411,17 +431,17 @@ def test_vgg_term_unpaired_is_batch_mean_matching_paired_is_per_pair():
     assert vgg_loss(vgg, real, real, paired=True).item() == 0.0
 
 
-def test_vgg_term_in_g_loss_and_name():
+def test_vgg_term_in_g_loss_and_name(const_g, pixel_d, make):
     vgg = load_vgg("vgg16-random")
     torch.manual_seed(0)
     real = torch.rand(2, C + K, 16, 16) * 2 - 1
     fake = torch.rand(2, C + K, 16, 16) * 2 - 1
     for conditional in (False, True):
-        G = StubG(fake, conditional=conditional)
+        G = const_g(fake, conditional=conditional)
         loss = build_loss(
             LossConfig(name="dcgan", vgg_weight=10.0, vgg_features="vgg16-random"),
             G,
-            PixelD(),
+            pixel_d(),
             channels=C,
             num_labels=K,
             vgg=vgg,
@@ -434,7 +454,7 @@ def test_vgg_term_in_g_loss_and_name():
     assert make("dcgan")[0].vgg_name is None
 
 
-def test_gradient_penalty_uses_the_eager_module_under_torch_compile():
+def test_gradient_penalty_uses_the_eager_module_under_torch_compile(const_g, linear_d):
     """A compiled D cannot double-backward; the loss penalises the module it wraps (``_orig_mod``)."""
 
     class CompiledLike(nn.Module):
@@ -447,7 +467,7 @@ def test_gradient_penalty_uses_the_eager_module_under_torch_compile():
                 return self._orig_mod(x, return_features)
 
     w = torch.randn(C + K, S, S)
-    G = StubG(torch.randn(2, C + K, S, S))
-    loss = build_loss(LossConfig(name="wgan-gp", gp_weight=1.0), G, CompiledLike(LinearD(w)), channels=C, num_labels=K)
+    G = const_g(torch.randn(2, C + K, S, S))
+    loss = build_loss(LossConfig(name="wgan-gp", gp_weight=1.0), G, CompiledLike(linear_d(w)), channels=C, num_labels=K)
     _, terms = loss.d_loss(torch.randn(2, C + K, S, S), torch.zeros(2, 3))
     assert terms["D_gp"].item() == pytest.approx((w.norm().item() - 1) ** 2, rel=1e-5)

@@ -9,7 +9,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 from pytorch_fid.fid_score import calculate_frechet_distance
 
 from medgan.cli import main as cli_main
@@ -19,8 +18,6 @@ from medgan.metrics.fid import _use_gram, feature_statistics, fid_from_features,
 from medgan.metrics.kid import kid, kid_subsets
 from medgan.metrics.memorization import memorisation, nearest_distance
 from medgan.metrics.prdc import prdc
-
-torch.set_num_threads(2)
 
 
 def correlated(rng, n, d, shift=0.0, scale=0.3):

@@ -36,8 +36,6 @@ from medgan.metrics.features import INCEPTION_FILE, Extractor, _fid_inception_sk
 from medgan.segmentation import UNetConfig, train_unet
 from medgan.training.hooks import METRIC_HOOKS, MetricContext
 
-torch.set_num_threads(2)
-
 SEEN = {"images": 0}  # images that went through the test-pixels extractor
 
 
@@ -46,11 +44,8 @@ def _pool_forward(model, x):
     return F.adaptive_avg_pool2d(x, 4).flatten(1)
 
 
-if "test-pixels" not in FEATURES:
-
-    @FEATURES.register("test-pixels")
-    def _test_pixels(arg, device):
-        return Extractor("test-pixels", 0, torch.nn.Identity(), lambda x: x.float(), _pool_forward, "pool4-v1", device)
+def _test_pixels(arg, device):
+    return Extractor("test-pixels", 0, torch.nn.Identity(), lambda x: x.float(), _pool_forward, "pool4-v1", device)
 
 
 LABELS = {"0": "background", "1": "organ"}
@@ -79,7 +74,9 @@ def make_set(root: Path, name: str, *, n_patients: int = 6, per_patient: int = 2
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
+    """A private feature cache and ``FEATURES["test-pixels"]`` for each test (both restored afterwards)."""
     monkeypatch.setenv("MEDGAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(FEATURES, "_items", {**FEATURES._items, "test-pixels": _test_pixels})
 
 
 # ---------------------------------------------------------------------------------- cache
@@ -112,14 +109,15 @@ def test_patient_halves_are_disjoint_and_balanced(tmp_path):
 
 # ---------------------------------------------------------------------------------- evaluate / CLI
 def test_evaluate_returns_every_metric_as_json(tmp_path):
-    real = make_set(tmp_path, "real", n_patients=12, test_patients=4)
+    real = make_set(tmp_path, "real", n_patients=12, test_patients=4, val_patients=2)
     gen = make_set(tmp_path, "gen", n_patients=8, test_patients=0, seed=5, shift=0.3, source="generated")
     with pytest.warns(UserWarning, match="rank-deficient"):
         r = evaluate(real, gen, features="test-pixels", kid=True, prdc=True, memorisation=real, bootstrap=20,
                      kid_subsets=10, progress=False)
     json.dumps(r, allow_nan=False)
     assert r["features"] == "test-pixels" and r["feature_dim"] == 16
-    assert r["n_real"] == 16 and r["n_gen"] == 16 and r["real_split"] == "train"
+    # the reference is every patient the GAN learnt from: train (12 images) + val (4)
+    assert r["n_real"] == 16 and r["n_gen"] == 16 and r["real_split"] == "train+val"
     assert r["rank_deficient"] is True and "KID" in r["warnings"][0]
     assert r["fid"] > 0 and r["fid_ci95"][0] < r["fid_ci95"][1]
     assert {"kid_mean", "kid_std", "precision", "recall", "density", "coverage"} <= set(r)
@@ -130,6 +128,22 @@ def test_evaluate_returns_every_metric_as_json(tmp_path):
     same = evaluate(real, real, features="test-pixels", prdc=True, real_split="all", bootstrap=0, floor=False,
                     progress=False)
     assert abs(same["fid"]) < 1e-9 and same["precision"] == same["recall"] == 1.0 and same["fid_ci95"] is None
+
+
+def test_default_reference_follows_the_gans_training_split(tmp_path):
+    real = make_set(tmp_path, "real", n_patients=12, test_patients=4, val_patients=2)
+    gen = make_set(tmp_path, "gen", n_patients=8, test_patients=0, seed=5, source="generated")
+    meta_path = gen / "dataset.json"
+    meta = json.loads(meta_path.read_text())
+    meta["real_dataset"] = {"name": "real", "train_split": "train"}  # what `generate` records of a split=train run
+    meta_path.write_text(json.dumps(meta))
+    kw = dict(features="test-pixels", memorisation=real, bootstrap=0, floor=False, progress=False)
+    with pytest.warns(UserWarning):
+        r = evaluate(real, gen, **kw)
+    assert (r["real_split"], r["n_real"], r["memorisation"]["n_train"]) == ("train", 12, 12)
+    with pytest.warns(UserWarning):
+        r = evaluate(real, gen, real_split="test", **kw)
+    assert (r["real_split"], r["n_real"]) == ("test", 8)
 
 
 def test_rank_deficient_only_when_n_does_not_exceed_the_feature_dimension(tmp_path):

@@ -17,8 +17,6 @@ from medgan.models import GANS, MODELS
 from medgan.models.dcgan import MAX_MULT
 from medgan.models.layers import ACTIVATIONS, INITS, NORMS
 
-torch.set_num_threads(2)
-
 SMALL = dict(g_filters=16, d_filters=16, latent_dim=32)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from PIL import Image
 
 from medgan.data.phantoms import (
@@ -183,7 +184,6 @@ def _read_mhd(path: Path) -> np.ndarray:
 
 
 def test_sliver_values(sliver):
-    sitk = pytest.importorskip("SimpleITK")
     for n in (1, 2):
         ct = _read_mhd(sliver / f"liver-orig{n:03d}.mhd")
         seg = _read_mhd(sliver / f"liver-seg{n:03d}.mhd")

@@ -1,6 +1,7 @@
 """StyleGAN2 in pure PyTorch: resampling ops, modulated conv, networks, loss (R1, path length, ADA), training.
 
-Also holds the helpers the SPADE tests share (``make_disk_set``, ``train_run``, ``assert_resume_exact``).
+The trainer helpers it shares with the SPADE tests (``disk_set``, ``train_disk_run``, ``assert_resume_exact``,
+``finite_stats``) live in conftest.py.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from medgan.augment import AdaptiveAugment, DiffAugment
 from medgan.config import ConfigError, LossConfig, ModelConfig
-from medgan.data.prepared import load_prepared, write_prepared
+from medgan.data.prepared import load_prepared
 from medgan.losses import LOSSES, r1_penalty
 from medgan.losses.stylegan2 import StyleGAN2Loss
 from medgan.models import GANS, MODELS
@@ -30,78 +30,16 @@ from medgan.models.ops import (
     upfirdn2d,
     upsample2d,
 )
-from medgan.models.stylegan2 import StyleGAN2Generator, minibatch_stddev, modulated_conv2d
-
-torch.set_num_threads(2)
+from medgan.models.stylegan2 import (
+    ADA_TARGET,
+    StyleGAN2Discriminator,
+    StyleGAN2Generator,
+    minibatch_stddev,
+    modulated_conv2d,
+)
 
 TINY = ModelConfig(name="stylegan2", latent_dim=16, w_dim=16, mapping_layers=2, channel_max=8)
 TINY_SETS = ["model.channel_max=16", "model.w_dim=16", "model.latent_dim=16", "model.mapping_layers=2"]
-
-
-# ---------------------------------------------------------------------------------------------
-# shared helpers (also imported by test_spade.py)
-# ---------------------------------------------------------------------------------------------
-def make_disk_set(out: Path, *, n: int = 16, size: int = 16, channels: int = 1, seed: int = 0) -> Path:
-    """A tiny prepared set: a bright disk (label 1) with a core (label 2) on a dark background."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    images = np.empty((n, channels, size, size), np.float32)
-    masks = np.zeros((n, size, size), np.uint8)
-    for i in range(n):
-        cy, cx = rng.uniform(0.35 * size, 0.65 * size, 2)
-        r = rng.uniform(0.2 * size, 0.3 * size)
-        d = np.hypot(yy - cy, xx - cx)
-        masks[i][d < r] = 1
-        masks[i][d < 0.5 * r] = 2
-        images[i] = np.where(d < r, 0.5, -0.7) + rng.normal(0, 0.05, (channels, size, size))
-    patients = [f"p{i // 4}" for i in range(n)]
-    meta = {
-        "name": "disks", "modality": "synthetic", "labels": {"0": "background", "1": "disk", "2": "core"},
-        "source": "phantom", "splits": {"train": sorted(set(patients))}, "normalisation": "none",
-        "inputs_sha256": "synthetic",
-    }
-    return write_prepared(out, images=images.clip(-1, 1), masks=masks, patients=patients, meta=meta)
-
-
-def train_run(data: Path, out: Path, gan: str, kimg: float, sets: list[str], *, resume: bool = False) -> Path:
-    from medgan.train import make_config, run_training
-
-    cfg = make_config(out=out, data=data, gan=gan, kimg=kimg, batch=4, resume=resume,
-                      overrides=["tick_kimg=0.008", "snapshot_kimg=1", "grid=4", "deterministic=true", *sets])
-    return run_training(cfg, resume=resume, progress=False)
-
-
-def assert_resume_exact(data: Path, tmp: Path, gan: str, sets: list[str], kimg: float = 0.008) -> dict:
-    """2N steps in one run == N steps, a new process state, and N more from checkpoint-last.pt: bit-identical."""
-    from medgan.train import load_checkpoint, run_status
-
-    full = train_run(data, tmp / "full", gan, 2 * kimg, sets)
-    half = train_run(data, tmp / "half", gan, kimg, sets)
-    torch.manual_seed(12345)  # a different process-level RNG state: resume must restore its own
-    train_run(data, half, gan, 2 * kimg, sets, resume=True)
-    a = load_checkpoint(full / "checkpoint-last.pt")
-    b = load_checkpoint(half / "checkpoint-last.pt")
-    assert run_status(full)["status"] == run_status(half)["status"] == "finished"
-    assert a["step"] == b["step"] > 0
-    for net in ("G", "D", "G_ema"):
-        assert a[net].keys() == b[net].keys()
-        for k in a[net]:
-            assert torch.equal(a[net][k], b[net][k]), f"{net}.{k} differs after resume"
-    return a
-
-
-def finite_stats(run_dir: Path) -> list[dict]:
-    from medgan.train import read_stats, run_status
-
-    assert run_status(run_dir)["status"] == "finished", run_status(run_dir)
-    stats = read_stats(run_dir)
-    assert stats
-    for line in stats:
-        for k, v in line.items():
-            if isinstance(v, float):
-                assert math.isfinite(v), (k, v)
-            assert v is not None or k in ("D_gap_min",), (k, line)
-    return stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,40 +279,21 @@ def test_equalised_lr_mapping_uses_lr_multiplier():
 # ---------------------------------------------------------------------------------------------
 # the loss
 # ---------------------------------------------------------------------------------------------
-class LinearD(nn.Module):
-    """D(x) = <w, x> per sample, so grad_x D = w and R1 = gamma/2 ||w||^2 exactly."""
+@pytest.fixture(scope="session")
+def make_loss(const_g):
+    """``make_loss(D, fake=None, **loss_cfg) -> StyleGAN2Loss`` with a G that always returns ``fake``."""
 
-    def __init__(self, shape):
-        super().__init__()
-        self.w = nn.Parameter(torch.randn(*shape))
-        self.register_buffer("ada_p", torch.zeros([]))
+    def build(D, fake=None, **cfg):
+        fake = torch.zeros(2, 3, 4, 4) if fake is None else fake
+        kw = {k: cfg.pop(k) for k in ("augment_pipe", "ada_target") if k in cfg}
+        return StyleGAN2Loss(LossConfig(name="stylegan2", **cfg), const_g(fake, z_dim=2), D, channels=1, num_labels=2, **kw)
 
-    def forward(self, x, return_features=False):
-        logits = (x * self.w).sum(dim=[1, 2, 3])
-        return (logits, [x]) if return_features else logits
-
-
-class ConstG(nn.Module):
-    conditional = False
-    z_dim = 2
-
-    def __init__(self, fake):
-        super().__init__()
-        self.fake = nn.Parameter(fake)
-
-    def forward(self, z, mask_onehot=None):
-        return self.fake * 1.0
+    return build
 
 
-def make_loss(D, fake=None, **cfg):
-    fake = torch.zeros(2, 3, 4, 4) if fake is None else fake
-    kw = {k: cfg.pop(k) for k in ("augment_pipe", "ada_target") if k in cfg}
-    return StyleGAN2Loss(LossConfig(name="stylegan2", **cfg), ConstG(fake), D, channels=1, num_labels=2, **kw)
-
-
-def test_r1_equals_closed_form_on_linear_D():
+def test_r1_equals_closed_form_on_linear_D(linear_d, make_loss):
     torch.manual_seed(0)
-    D = LinearD((3, 4, 4))
+    D = linear_d(torch.randn(3, 4, 4), ada=True)
     real = torch.randn(5, 3, 4, 4)
     assert r1_penalty(D, real).item() == pytest.approx(D.w.pow(2).sum().item(), rel=1e-6)
     loss = make_loss(D, r1_gamma=2.5, r1_interval=4)
@@ -387,11 +306,11 @@ def test_r1_equals_closed_form_on_linear_D():
     assert make_loss(D, r1_gamma=0.0).d_regularize(real, step=0) == (None, {})
 
 
-def test_logistic_losses_on_fixed_logits():
+def test_logistic_losses_on_fixed_logits(linear_d, make_loss):
     def softplus(v):
         return math.log1p(math.exp(v))
 
-    D = LinearD((3, 4, 4))
+    D = linear_d(torch.randn(3, 4, 4), ada=True)
     with torch.no_grad():
         D.w.zero_()
         D.w[0, 0, 0] = 1.0
@@ -408,25 +327,33 @@ def test_logistic_losses_on_fixed_logits():
     assert g_total.item() == pytest.approx((softplus(-0.5) + softplus(3.0)) / 2, rel=1e-6)
 
 
-def test_label_smoothing_is_rejected():
+def test_label_smoothing_is_rejected(linear_d, make_loss):
     with pytest.raises(ConfigError, match="label_smoothing"):
-        make_loss(LinearD((3, 4, 4)), label_smoothing=0.1)
+        make_loss(linear_d(torch.randn(3, 4, 4), ada=True), label_smoothing=0.1)
 
 
-def test_path_length_penalty_runs_lazily_and_tracks_mean():
+def test_path_length_penalty_is_its_own_lazy_g_phase():
+    """StyleGAN2-ADA's Greg: g_loss is the adversarial term only; g_regularize adds pl_weight * interval * pl."""
     torch.manual_seed(0)
     pair = MODELS["stylegan2"](TINY, channels=1, num_labels=2, resolution=16)
     loss = StyleGAN2Loss(LossConfig(name="stylegan2", pl_weight=2.0), pair.G, pair.D, channels=1, num_labels=2)
     real, z = torch.randn(4, 3, 16, 16), torch.randn(4, 16)
-    total, terms = loss.g_loss(real, z, step=4)
-    assert "G_pl" in terms and math.isfinite(terms["G_pl"].item())
+    g_total, g_terms = loss.g_loss(real, z, step=4)
+    assert "G_pl" not in g_terms and g_total.item() == pytest.approx(g_terms["G_adv"].item())
+    total, terms = loss.g_regularize(lambda: z, step=4)
+    assert math.isfinite(terms["G_pl"].item()) and loss.pl_interval == 4
     assert pair.G.pl_mean.item() > 0  # the EMA of the path lengths started moving from 0
-    assert total.item() == pytest.approx(terms["G_adv"].item() + 2.0 * 4 * terms["G_pl"].item(), rel=1e-5)
+    assert total.item() == pytest.approx(2.0 * 4 * terms["G_pl"].item(), rel=1e-6)
+    assert terms["G_reg"].item() == pytest.approx(total.item())
     total.backward()
     assert pair.G.mapping.layers[0].weight.grad is not None
     before = pair.G.pl_mean.clone()
-    _, terms = loss.g_loss(real, z, step=5)  # not a multiple of pl_interval: no penalty, no update
-    assert "G_pl" not in terms and torch.equal(pair.G.pl_mean, before)
+    drawn = []
+    assert loss.g_regularize(lambda: drawn.append(1) or z, step=5) == (None, {})  # off-interval: no penalty, no update
+    assert drawn == []  # ... and no z drawn, so the latent stream only moves when the phase runs
+    assert torch.equal(pair.G.pl_mean, before)
+    off = StyleGAN2Loss(LossConfig(name="stylegan2", pl_weight=0.0), pair.G, pair.D, channels=1, num_labels=2)
+    assert off.g_regularize(lambda: z, step=0) == (None, {})
 
 
 def test_adaptive_augment_probability():
@@ -443,8 +370,8 @@ def test_adaptive_augment_probability():
     assert 0.2 < changed < 0.8
 
 
-def test_ada_moves_p_toward_target():
-    D = LinearD((3, 4, 4))
+def test_ada_moves_p_toward_target(linear_d, make_loss):
+    D = linear_d(torch.randn(3, 4, 4), ada=True)
     real = torch.ones(8, 3, 4, 4)
     with torch.no_grad():
         D.w.fill_(1.0)  # D(real) > 0 for every real: r_t = 1 > target -> more augmentation
@@ -461,16 +388,51 @@ def test_ada_moves_p_toward_target():
     assert D.ada_p.item() == 0.0
 
 
-def test_ada_without_augmentations_is_a_config_error():
+def test_ada_without_augmentations_is_a_config_error(linear_d, make_loss):
     with pytest.raises(ConfigError, match="diffaugment"):
-        make_loss(LinearD((3, 4, 4)), ada_target=0.6)
+        make_loss(linear_d(torch.randn(3, 4, 4), ada=True), ada_target=0.6)
 
 
-def test_registries_and_gan_defaults():
+def test_registries_and_gan_defaults_are_paper256():
+    """``--gan stylegan2`` alone = stylegan2-ada-pytorch ``--cfg paper256`` (train.py), fp32."""
+    from medgan.config import TrainConfig
+    from medgan.train import apply_gan
+
     assert "stylegan2" in MODELS and "stylegan2" in LOSSES
     spec = GANS["stylegan2"]
     assert (spec.model, spec.loss) == ("stylegan2", "stylegan2")
-    assert spec.overrides["loss.r1_gamma"] > 0
+    cfg = apply_gan(TrainConfig(), "stylegan2")
+    assert (cfg.batch, cfg.lr, cfg.lr_d, cfg.beta1, cfg.beta2) == (64, 0.0025, None, 0.0, 0.99)
+    assert (cfg.ema_kimg, cfg.ema_rampup, cfg.amp) == (20.0, 0.0, "off")
+    m = cfg.model
+    assert (m.latent_dim, m.w_dim, m.mapping_layers, m.style_mixing) == (512, 512, 8, 0.9)
+    assert (m.channel_base, m.channel_max, m.mbstd_group) == (16384, 512, 8)
+    assert (cfg.loss.r1_gamma, cfg.loss.r1_interval, cfg.loss.pl_weight) == (1.0, 16, 2.0)
+    assert (StyleGAN2Loss.pl_interval, StyleGAN2Loss.pl_batch_shrink, StyleGAN2Loss.pl_decay) == (4, 2, 0.01)
+    assert ADA_TARGET == 0.6 and cfg.aug.ada_target == 0.0  # paper256 trains without ADA
+    assert ModelConfig().channel_max == 256 and ModelConfig().mbstd_group == 4  # other models unchanged
+
+
+# stylegan2-ada-pytorch d72cc7d, Generator / Discriminator(architecture="resnet") with the paper256 kwargs
+# (z = w = 512, mapping 8, channel_base 16384, channel_max 512, mbstd 8) and img_channels = 5 (ACDC: 1
+# image + 4 label channels): sum(p.numel() for p in G.parameters()), likewise D.
+OFFICIAL_PARAMS = {128: (24_530_089, 23_882_625), 256: (24_772_464, 24_001_217)}
+
+
+@pytest.mark.parametrize("resolution", sorted(OFFICIAL_PARAMS))
+def test_parameter_counts_equal_the_official_networks(resolution):
+    from medgan.config import TrainConfig
+    from medgan.train import apply_gan
+
+    cfg = apply_gan(TrainConfig(), "stylegan2").model
+    pair = MODELS["stylegan2"](cfg, channels=1, num_labels=4, resolution=resolution)
+    ours = tuple(sum(p.numel() for p in net.parameters()) for net in (pair.G, pair.D))
+    assert ours == OFFICIAL_PARAMS[resolution]  # equal, well inside the 1 % the issue allows
+
+
+def test_bad_widths_are_a_config_error():
+    with pytest.raises(ConfigError, match="mbstd_group"):
+        MODELS["stylegan2"](ModelConfig(name="stylegan2", mbstd_group=0), channels=1, num_labels=2, resolution=16)
 
 
 def test_unwrap_module_sees_through_compile():
@@ -482,15 +444,10 @@ def test_unwrap_module_sees_through_compile():
 # ---------------------------------------------------------------------------------------------
 # through the trainer
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def disk_set(tmp_path_factory) -> Path:
-    return make_disk_set(tmp_path_factory.mktemp("sg2") / "disks")
-
-
-def test_trains_without_nan_and_generates_a_prepared_set(disk_set, tmp_path):
+def test_trains_without_nan_and_generates_a_prepared_set(train_disk_run, finite_stats, disk_set, tmp_path):
     from medgan.generate import generate
 
-    run = train_run(disk_set, tmp_path / "run", "stylegan2", 0.016,
+    run = train_disk_run(disk_set, tmp_path / "run", "stylegan2", 0.016,
                     [*TINY_SETS, "loss.pl_weight=2", "loss.r1_interval=2"])
     stats = finite_stats(run)
     assert {"D_r1", "G_pl", "G_adv", "D_adv"} <= set().union(*stats)
@@ -503,7 +460,7 @@ def test_trains_without_nan_and_generates_a_prepared_set(disk_set, tmp_path):
     assert ps.meta["mask_source"] == "generator"
 
 
-def test_resume_is_exact_with_r1_path_length_and_ada(disk_set, tmp_path):
+def test_resume_is_exact_with_r1_path_length_and_ada(assert_resume_exact, disk_set, tmp_path):
     sets = [*TINY_SETS, "loss.pl_weight=2", "loss.r1_interval=2", "aug.diffaugment=translation,cutout",
             "aug.ada_target=0.6"]
     state = assert_resume_exact(disk_set, tmp_path, "stylegan2", sets)
@@ -512,14 +469,14 @@ def test_resume_is_exact_with_r1_path_length_and_ada(disk_set, tmp_path):
     assert state["D"]["ada_p"].item() != 0
 
 
-def test_ada_through_the_trainer_needs_a_supporting_loss(disk_set, tmp_path):
+def test_ada_through_the_trainer_needs_a_supporting_loss(train_disk_run, disk_set, tmp_path):
     from medgan.train import read_stats
 
-    run = train_run(disk_set, tmp_path / "ada", "stylegan2", 0.008,
+    run = train_disk_run(disk_set, tmp_path / "ada", "stylegan2", 0.008,
                     [*TINY_SETS, "aug.diffaugment=translation", "aug.ada_target=0.6"])
     assert all("ada_p" in line and "ada_rt" in line for line in read_stats(run))
     with pytest.raises(ConfigError, match="ada_target"):
-        train_run(disk_set, tmp_path / "dcgan", "dcgan", 0.008, ["aug.diffaugment=translation", "aug.ada_target=0.6"])
+        train_disk_run(disk_set, tmp_path / "dcgan", "dcgan", 0.008, ["aug.diffaugment=translation", "aug.ada_target=0.6"])
     assert not (tmp_path / "dcgan").exists()  # rejected before anything was written
 
 
@@ -541,8 +498,8 @@ def test_compiled_training_step_does_not_fall_back():
     from medgan.config import TrainConfig, apply_overrides
     from medgan.train import Trainer, apply_gan
 
-    cfg = apply_overrides(apply_gan(TrainConfig(batch=4, compile=True), "stylegan2"),
-                          [*TINY_SETS, "loss.pl_weight=2"])
+    cfg = apply_overrides(apply_gan(TrainConfig(compile=True), "stylegan2"),
+                          [*TINY_SETS, "batch=4", "loss.pl_weight=2"])
     joint = torch.cat([torch.rand(8, 1, 16, 16) * 2 - 1, torch.ones(8, 2, 16, 16)], dim=1)
     trainer = Trainer(cfg, joint, channels=1, num_labels=2, device=torch.device("cpu"))
     with warnings.catch_warnings(record=True) as caught:
@@ -559,7 +516,7 @@ def test_lazy_regularisation_compensates_adam():
     from medgan.config import TrainConfig, apply_overrides
     from medgan.train import Trainer, apply_gan
 
-    base = apply_overrides(apply_gan(TrainConfig(batch=4), "stylegan2"), [*TINY_SETS, "loss.pl_weight=2"])
+    base = apply_overrides(apply_gan(TrainConfig(), "stylegan2"), [*TINY_SETS, "batch=4", "loss.pl_weight=2"])
     joint = torch.cat([torch.rand(8, 1, 16, 16) * 2 - 1, torch.ones(8, 2, 16, 16)], dim=1)
     t = Trainer(base, joint, channels=1, num_labels=2, device=torch.device("cpu"))
     k, g = base.loss.r1_interval, t.loss.pl_interval
@@ -567,7 +524,175 @@ def test_lazy_regularisation_compensates_adam():
     lr_d = base.lr if base.lr_d is None else base.lr_d
     assert d_group["lr"] == pytest.approx(lr_d * k / (k + 1))
     assert d_group["betas"][1] == pytest.approx(base.beta2 ** (k / (k + 1)))
+    assert d_group["eps"] == g_group["eps"] == 1e-8  # paper256's Adam epsilon
     assert g_group["lr"] == pytest.approx(base.lr * g / (g + 1))
     plain = Trainer(apply_overrides(base, ["loss.pl_weight=0", "loss.r1_gamma=0"]), joint, channels=1, num_labels=2,
                     device=torch.device("cpu"))
     assert plain.opt_D.param_groups[0]["lr"] == pytest.approx(lr_d) and plain.opt_G.param_groups[0]["lr"] == pytest.approx(base.lr)
+
+
+# ---------------------------------------------------------------------------------------------
+# golden vectors from the official code (tests/golden/README.md; tools/golden/make_stylegan2_golden.py)
+# ---------------------------------------------------------------------------------------------
+GOLDEN = Path(__file__).parent / "golden"
+TOL = 1e-5  # max |ours - official|, relative to max(1, max |official|)
+
+
+def golden(name: str) -> dict[str, np.ndarray]:
+    with np.load(GOLDEN / f"stylegan2_{name}.npz") as f:
+        return dict(f)
+
+
+def official_to_ours(name: str, resolution: int) -> str:
+    """Official parameter/buffer name -> ours: ``mapping.fc3.weight`` -> ``mapping.layers.3.weight``,
+    ``synthesis.b16.conv0.weight`` -> ``synthesis.blocks.2.conv0.weight``, D ``b32.conv1.bias`` ->
+    ``blocks.0.conv1.bias`` (blocks from full resolution down), ``b4.fc.weight`` -> ``fc.weight``."""
+    parts = name.split(".")
+    if parts[0] == "mapping":
+        return ".".join(["mapping", "layers", parts[1][2:], *parts[2:]] if parts[1].startswith("fc") else parts)
+    if parts[0] == "synthesis":
+        return ".".join(["synthesis", "blocks", str(int(math.log2(int(parts[1][1:]))) - 2), *parts[2:]])
+    res = int(parts[0][1:])
+    if res == 4:
+        return ".".join(parts[1:])
+    return ".".join(["blocks", str(int(math.log2(resolution // res))), *parts[1:]])
+
+
+def official_weights(data: dict, net: str, resolution: int) -> dict[str, torch.Tensor]:
+    """``w/...`` arrays of ``net`` ("G": mapping.* / synthesis.*, "D": b<res>.*) under our names."""
+    is_g = ("w/mapping.", "w/synthesis.")
+    return {official_to_ours(k[2:], resolution): torch.from_numpy(v) for k, v in data.items()
+            if k.startswith("w/") and k.startswith(is_g) == (net == "G")}
+
+
+def load_official(module: torch.nn.Module, data: dict, net: str, resolution: int) -> torch.nn.Module:
+    weights = official_weights(data, net, resolution)
+    if weights:  # a file holds G's weights, D's or both
+        missing, unexpected = module.load_state_dict(weights, strict=False)
+        assert not unexpected and set(missing) <= {"pl_mean", "ada_p"}, (missing, unexpected)
+    return module
+
+
+def golden_nets(data: dict):
+    m = {k[5:]: int(v) for k, v in data.items() if k.startswith("meta/")}
+    G = StyleGAN2Generator(z_dim=m["z_dim"], w_dim=m["w_dim"], resolution=m["res"], out_channels=m["channels"],
+                           channel_max=m["channel_max"], channel_base=m["channel_base"], mapping_layers=8)
+    D = StyleGAN2Discriminator(resolution=m["res"], in_channels=m["channels"], channel_max=m["channel_max"],
+                               channel_base=m["channel_base"], mbstd_group=m["mbstd_group"])
+    return load_official(G, data, "G", m["res"]), load_official(D, data, "D", m["res"])
+
+
+def assert_golden(ours: torch.Tensor, ref: np.ndarray, what: str = "") -> float:
+    ref_t = torch.from_numpy(np.asarray(ref, dtype=np.float32))
+    assert ours.shape == ref_t.shape, (what, ours.shape, ref_t.shape)
+    diff = (ours.detach().float() - ref_t).abs().max().item()
+    assert diff <= TOL * max(1.0, ref_t.abs().max().item()), f"{what}: max |diff| {diff:.3g}"
+    return diff
+
+
+def test_golden_names_cover_every_official_tensor():
+    g_data, d_data = golden("G"), golden("D")
+    G, D = golden_nets({**g_data, **d_data})
+    assert {k for k in G.state_dict() if k != "pl_mean"} == set(official_weights(g_data, "G", 32))
+    assert {k for k in D.state_dict() if k != "ada_p"} == set(official_weights(d_data, "D", 32))
+    assert torch.equal(G.mapping.w_avg, torch.from_numpy(g_data["w/mapping.w_avg"]))
+
+
+def test_golden_mapping_and_truncation():
+    data = golden("G")
+    G, _ = golden_nets(data)
+    G.eval()
+    z = torch.from_numpy(data["in/z"])
+    assert_golden(G.mapping(z), data["out/ws"], "mapping")
+    assert_golden(G.sample_ws(z, truncation_psi=0.7), data["out/ws_trunc07"], "truncation")
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_golden_synthesis_const_noise(fused):
+    data = golden("G")
+    G, _ = golden_nets(data)
+    G.eval()  # eval = noise_mode 'const'
+    img = G.synthesis(torch.from_numpy(data["in/ws"]), fused=fused)
+    assert_golden(img, data["out/img_fused" if fused else "out/img_unfused"], f"synthesis fused={fused}")
+
+
+def test_golden_discriminator():
+    data = golden("D")
+    _, D = golden_nets(data)
+    assert_golden(D(torch.from_numpy(data["in/img"])), data["out/logits"], "D")
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("demodulate", [True, False])
+@pytest.mark.parametrize("up", [1, 2])
+def test_golden_modulated_conv(up, demodulate, fused):
+    data = golden("modconv")
+    x, weight, styles = (torch.from_numpy(data[f"in/{k}"]) for k in ("x", "weight", "styles"))
+    out = modulated_conv2d(x, weight, styles, demodulate=demodulate, fused=fused, up=up, padding=1,
+                           resample_filter=setup_filter())
+    assert_golden(out, data[f"out/up{up}_demod{int(demodulate)}_fused{int(fused)}"], "modconv")
+
+
+def test_golden_resampling():
+    data = golden("resample")
+    x, f_asym, w3, w1 = (torch.from_numpy(data[f"in/{k}"]) for k in ("x", "f_asym", "w3", "w1"))
+    f = setup_filter()
+    ours = {
+        "upsample2d": upsample2d(x, f),
+        "downsample2d": downsample2d(x, f),
+        "upfirdn_u2_d1_p2112": upfirdn2d(x, f, up=2, pad=(2, 1, 1, 2), gain=4),
+        "upfirdn_u1_d2_pneg": upfirdn2d(x, f, down=2, pad=(1, -1, 0, 2)),
+        "upfirdn_asym_u2_d1": upfirdn2d(x, f_asym, up=2, pad=(1, 1, 1, 1)),  # convolution, not correlation
+        "conv_down2_k3": conv2d_resample(x, w3, f, down=2, padding=1),
+        "conv_down2_k1": conv2d_resample(x, w1, f, down=2),
+        "conv_up2_k3": conv2d_resample(x, w3, f, up=2, padding=1),
+    }
+    for name, y in ours.items():
+        assert_golden(y, data[f"out/{name}"], name)
+
+
+def assert_golden_grads(module: torch.nn.Module, data: dict, resolution: int) -> None:
+    refs = {official_to_ours(k[9:], resolution): v for k, v in data.items() if k.startswith("out/grad/")}
+    params = dict(module.named_parameters())
+    assert refs.keys() >= {k for k, p in params.items() if p.grad is not None}
+    for name, ref in refs.items():
+        # the official ``logits * 0 + loss`` trick gives the parameters that do not reach the penalty (D's
+        # last bias, toRGB biases) a zero gradient; ours leaves theirs None
+        grad = params[name].grad
+        assert_golden(torch.zeros_like(params[name]) if grad is None else grad, ref, f"grad {name}")
+
+
+def test_golden_lazy_r1():
+    """One ``Dreg`` phase of the official StyleGAN2Loss (gamma 1, gain 16): value and D's gradients."""
+    data = golden("r1")
+    G, D = golden_nets(data)
+    loss = StyleGAN2Loss(LossConfig(name="stylegan2", r1_gamma=1.0, r1_interval=16), G, D, channels=1, num_labels=4)
+    total, terms = loss.d_regularize(torch.from_numpy(data["in/real"]), step=0)
+    assert_golden(terms["D_r1"], data["out/r1_penalty"].mean(), "r1")
+    assert_golden(total, data["out/loss_Dr1"].mean() * 16, "r1 total")
+    total.backward()
+    assert_golden_grads(D, data, 32)
+
+
+def test_golden_lazy_path_length():
+    """One ``Greg`` phase (weight 2, gain 4, batch shrink 2, decay 0.01, style mixing 0.9): the official
+    code draws the mixing cutoff, its coin, the second z, the layer noise and the PL noise from the global
+    RNG in this order, and so do we -- the same seed gives the same ws, penalty, EMA and G gradients."""
+    data = golden("pl")
+    G, D = golden_nets(data)
+    G.train()
+    z, seed = torch.from_numpy(data["in/gen_z"]), int(data["in/seed"])
+    torch.manual_seed(seed)
+    assert_golden(G.sample_ws(z[: len(z) // 2]), data["out/ws"], "style-mixed ws")
+    G, D = golden_nets(data)  # a fresh w_avg
+    G.train()
+    G.pl_mean.fill_(float(data["in/pl_mean"]))
+    loss = StyleGAN2Loss(LossConfig(name="stylegan2", pl_weight=2.0), G, D, channels=1, num_labels=4)
+    torch.manual_seed(seed)
+    total, terms = loss.g_regularize(lambda: z, step=0)
+    assert_golden(terms["G_pl"], data["out/pl_penalty"].mean(), "pl")
+    assert_golden(total, data["out/loss_Gpl"].mean() * 4, "pl total")
+    assert_golden(G.pl_mean, data["out/pl_mean"], "pl_mean")
+    assert_golden(G.mapping.w_avg, data["out/w_avg"], "w_avg")
+    total.backward()
+    assert_golden_grads(G, data, 32)

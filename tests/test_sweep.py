@@ -8,14 +8,13 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from test_train_support import TINY, make_discs
 
 from medgan.config import TABLE1, ConfigError, LossConfig
 from medgan.sweep import SWEEP_GANS, SweepConfig, run_sweep, search_space
 from medgan.training import METRIC_HOOKS
 
 # Pin the knobs that are slow on CPU or need absent weights (VGG); Table 1 knobs named here are not sampled.
-FAST = [*TINY, "loss.vgg_weight=0", "tick_kimg=0.032", "snapshot_kimg=1", "ema_kimg=0"]
+FAST = ["loss.vgg_weight=0", "tick_kimg=0.032", "snapshot_kimg=1", "ema_kimg=0"]
 
 
 def _meanabs(ctx):
@@ -24,14 +23,20 @@ def _meanabs(ctx):
     return {"value": float(np.abs(image).mean()), "features": "none"}
 
 
-@pytest.fixture(scope="module")
-def discs(tmp_path_factory):
-    return make_discs(tmp_path_factory.mktemp("discs") / "discs", n=16)
+@pytest.fixture(scope="session")
+def fast(tiny_overrides) -> list[str]:
+    return [*tiny_overrides, *FAST]
 
 
-def _cfg(discs, out, *, trials=2, fixed=(), **kw):
-    return SweepConfig(data=str(discs), gan=kw.pop("gan", "dcgan"), out=str(out), trials=trials, kimg=0.032, batch=8,
-                       metric=kw.pop("metric", "kid"), fixed=tuple([*FAST, *fixed]), **kw)
+@pytest.fixture(scope="session")
+def sweep_cfg(fast):
+    """``sweep_cfg(data, out, *, trials=2, fixed=(), **kw) -> SweepConfig`` with the fast knobs pinned."""
+
+    def cfg(data, out, *, trials=2, fixed=(), **kw):
+        return SweepConfig(data=str(data), gan=kw.pop("gan", "dcgan"), out=str(out), trials=trials, kimg=0.032, batch=8,
+                           metric=kw.pop("metric", "kid"), fixed=tuple([*fast, *fixed]), **kw)
+
+    return cfg
 
 
 @pytest.mark.parametrize("gan", SWEEP_GANS)
@@ -70,10 +75,10 @@ def _patch_kid(monkeypatch):
     monkeypatch.setattr(METRIC_HOOKS, "_items", {**METRIC_HOOKS._items, "kid": _meanabs})
 
 
-def test_sweep_runs_trials_writes_outputs_and_resumes(tmp_path, discs, monkeypatch):
+def test_sweep_runs_trials_writes_outputs_and_resumes(sweep_cfg, tmp_path, small_discs, monkeypatch):
     _patch_kid(monkeypatch)
     out = tmp_path / "sweep"
-    frame = run_sweep(_cfg(discs, out, trials=2))
+    frame = run_sweep(sweep_cfg(small_discs, out, trials=2))
     assert list(frame["trial"]) == [0, 1]
     csv = pd.read_csv(out / "trials.csv")
     assert len(csv) == 2 and list(csv["trial"]) == [0, 1]
@@ -99,23 +104,23 @@ def test_sweep_runs_trials_writes_outputs_and_resumes(tmp_path, discs, monkeypat
     assert summary["best"]["trial"] == int(frame.loc[frame["value"].idxmin(), "trial"])
 
     # rerunning with one more trial runs exactly one more, and keeps the first two
-    frame2 = run_sweep(_cfg(discs, out, trials=3))
+    frame2 = run_sweep(sweep_cfg(small_discs, out, trials=3))
     assert list(frame2["trial"]) == [0, 1, 2]
     pd.testing.assert_frame_equal(frame2.iloc[:2].reset_index(drop=True), frame.reset_index(drop=True))
     assert sorted(p.name for p in out.glob("trial-*")) == ["trial-0", "trial-1", "trial-2"]
     # rerunning with the same total runs nothing
-    assert len(run_sweep(_cfg(discs, out, trials=3))) == 3
+    assert len(run_sweep(sweep_cfg(small_discs, out, trials=3))) == 3
     assert len(list(out.glob("trial-*"))) == 3
     # the same storage with other settings is refused, not mixed in
     with pytest.raises(ConfigError, match="metric_n"):
-        run_sweep(_cfg(discs, out, trials=4, metric_n=5))
+        run_sweep(sweep_cfg(small_discs, out, trials=4, metric_n=5))
 
 
-def test_diverging_and_failing_trials_are_recorded_not_raised(tmp_path, discs, monkeypatch):
+def test_diverging_and_failing_trials_are_recorded_not_raised(sweep_cfg, tmp_path, small_discs, monkeypatch):
     _patch_kid(monkeypatch)
     out = tmp_path / "sweep"
     # lr=1e30 sends D's parameters to inf within a tick: the trainer reports "diverged"
-    frame = run_sweep(_cfg(discs, out, trials=2, fixed=("lr=1e30",)))
+    frame = run_sweep(sweep_cfg(small_discs, out, trials=2, fixed=("lr=1e30",)))
     assert len(frame) == 2
     assert set(frame["status"]) == {"diverged"}
     assert frame["value"].isna().all() and set(frame["state"]) == {"FAIL"}
@@ -127,14 +132,14 @@ def test_diverging_and_failing_trials_are_recorded_not_raised(tmp_path, discs, m
         raise RuntimeError("boom")
 
     monkeypatch.setattr(METRIC_HOOKS, "_items", {**METRIC_HOOKS._items, "kid": broken})
-    frame = run_sweep(_cfg(discs, tmp_path / "s2", trials=2))
+    frame = run_sweep(sweep_cfg(small_discs, tmp_path / "s2", trials=2))
     assert list(frame["status"]) == ["failed", "failed"]
     assert all("boom" in r for r in frame["reason"])
 
 
-def test_bad_fixed_override_fails_before_any_trial(tmp_path, discs):
+def test_bad_fixed_override_fails_before_any_trial(sweep_cfg, tmp_path, small_discs):
     with pytest.raises(ConfigError, match="no_such_knob"):
-        run_sweep(_cfg(discs, tmp_path / "s", fixed=("no_such_knob=1",)))
+        run_sweep(sweep_cfg(small_discs, tmp_path / "s", fixed=("no_such_knob=1",)))
     assert not (tmp_path / "s").exists()
 
 
@@ -147,10 +152,10 @@ def test_bad_sweep_settings():
         SweepConfig(data="d", gan="spade", out="o")
 
 
-def test_inception_random_kid_names_its_features_in_every_result(tmp_path, discs):
+def test_inception_random_kid_names_its_features_in_every_result(sweep_cfg, tmp_path, small_discs):
     """The real kid hook with random-weight Inception (no weights on this machine): the name travels."""
     out = tmp_path / "sweep"
-    frame = run_sweep(_cfg(discs, out, trials=1, metric_features="inception-random", metric_n=8))
+    frame = run_sweep(sweep_cfg(small_discs, out, trials=1, metric_features="inception-random", metric_n=8))
     assert list(frame["features"]) == ["inception-random"]
     assert frame["status"].iloc[0] == "finished", frame["reason"].iloc[0]
     assert math.isfinite(frame["value"].iloc[0])
@@ -160,19 +165,19 @@ def test_inception_random_kid_names_its_features_in_every_result(tmp_path, discs
     assert set(pd.read_csv(out / "trials.csv")["features"]) == {"inception-random"}
 
 
-def test_cli_sweep(tmp_path, discs, monkeypatch, capsys):
+def test_cli_sweep(fast, tmp_path, small_discs, monkeypatch, capsys):
     from medgan.cli import main
 
     _patch_kid(monkeypatch)
     out = tmp_path / "sweep"
-    args = ["sweep", "--data", str(discs), "--gan", "hinge", "--out", str(out), "--trials", "2", "--kimg", "0.032",
-            "--batch", "8", "--metric", "kid", "--set", *FAST]
+    args = ["sweep", "--data", str(small_discs), "--gan", "hinge", "--out", str(out), "--trials", "2", "--kimg", "0.032",
+            "--batch", "8", "--metric", "kid", "--set", *fast]
     rc = main(args)
     text = capsys.readouterr().out
     frame = pd.read_csv(out / "trials.csv")
     assert len(frame) == 2 and "loss.label_smoothing" not in frame.columns
     assert list(frame["status"]) == ["finished", "finished"] and rc == 0
     assert f"best: trial {int(frame.loc[frame['value'].idxmin(), 'trial'])} kid" in text
-    assert main(["sweep", "--data", str(discs), "--gan", "dcgan", "--out", str(tmp_path / "x"), "--trials", "1",
+    assert main(["sweep", "--data", str(small_discs), "--gan", "dcgan", "--out", str(tmp_path / "x"), "--trials", "1",
                  "--kimg", "1", "--set", "bogus=1"]) == 2
     assert "unknown config field 'bogus'" in capsys.readouterr().err

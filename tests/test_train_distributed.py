@@ -12,15 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train_support import TINY, make_discs
 
 from medgan.training import load_checkpoint, make_config, read_stats, run_status, run_training
 
-torch.set_num_threads(1)
-
 # instance norm: per-sample statistics, so splitting a batch over ranks changes nothing (batch norm would
 # see 4 samples per rank instead of 8); no DiffAugment/GP: the only randomness is the shared z and data order
-SETS = [*TINY, "model.g_norm=instance", "model.d_norm=instance", "tick_kimg=0.016", "snapshot_kimg=0.032",
+SETS = ["model.g_norm=instance", "model.d_norm=instance", "tick_kimg=0.016", "snapshot_kimg=0.032",
         "ema_kimg=0.01", "aug.classical=false"]
 CURVE = ("D_total", "G_total", "D_real", "D_fake", "grad_norm_D", "grad_norm_G")
 
@@ -31,24 +28,25 @@ def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
 
 
-def train_args(data: Path, out: Path, kimg: float) -> list[str]:
-    return ["--data", str(data), "--gan", "dcgan", "--out", str(out), "--kimg", str(kimg), "--batch", "8", "--set", *SETS]
+def train_args(data: Path, out: Path, kimg: float, sets: list[str]) -> list[str]:
+    return ["--data", str(data), "--gan", "dcgan", "--out", str(out), "--kimg", str(kimg), "--batch", "8", "--set", *sets]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
+def runs(make_discs, tiny_overrides, tmp_path_factory) -> dict[str, Path]:
+    sets = [*tiny_overrides, *SETS]
     root = tmp_path_factory.mktemp("dist")
     data = make_discs(root / "discs")
     single = root / "single"
-    run_training(make_config(data=data, out=single, gan="dcgan", kimg=0.064, batch=8, overrides=SETS), progress=False)
+    run_training(make_config(data=data, out=single, gan="dcgan", kimg=0.064, batch=8, overrides=sets), progress=False)
     two = root / "two"
-    proc = torchrun(2, *train_args(data, two, 0.064))
+    proc = torchrun(2, *train_args(data, two, 0.064, sets))
     assert proc.returncode == 0, proc.stderr[-3000:]
     # half on two processes, the rest on one
     mixed = root / "mixed"
-    proc = torchrun(2, *train_args(data, mixed, 0.032))
+    proc = torchrun(2, *train_args(data, mixed, 0.032, sets))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run_training(make_config(data=data, out=mixed, gan="dcgan", kimg=0.064, batch=8, overrides=SETS, resume=True),
+    run_training(make_config(data=data, out=mixed, gan="dcgan", kimg=0.064, batch=8, overrides=sets, resume=True),
                  resume=True, progress=False)
     return {"data": data, "single": single, "two": two, "mixed": mixed}
 

@@ -30,16 +30,6 @@ from medgan.segmentation.train import _training_kind
 pytestmark = pytest.mark.xdist_group("unet")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny convolutions: a second OpenMP thread only adds spin-waiting on a shared 2-core machine
-    # (measured 3.6 s with 1 thread vs 57 s with 2 under load 5 for the same training run)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 LABELS = {"0": "background", "1": "RV", "2": "MYO", "3": "LV"}
 # small enough for a CPU test, big enough to learn the toy anatomy
 FAST = UNetConfig(depth=2, width=8, dropout=0.0, lr=3e-3, batch=8, max_epochs=20, patience=8, device="cpu")
@@ -340,3 +330,24 @@ def test_medgan_unet_is_a_facade_over_medgan_segmentation():
     for name in medgan.unet.__all__:
         assert getattr(medgan.unet, name) is getattr(medgan.segmentation, name), name
     assert {"UNetConfig", "train_unet", "segment", "load_encoder", "evaluate_unet", "load_unet"} <= set(medgan.unet.__all__)
+
+
+def test_unet_trains_on_train_early_stops_on_val_and_never_sees_test_patients(acdc_prepared, tmp_path, monkeypatch):
+    """The Table-2 carving on the ACDC phantom: U-Net weights come from ``train`` patients only, early stopping
+    watches ``val`` (both carved from the paper's training patients, which the GANs see whole), Dice is on ``test``."""
+    import medgan.segmentation.train as unet_train
+
+    seen: list[tuple[str, set]] = []
+    real = unet_train.split_arrays
+
+    def spy(ps, split):
+        images, masks, patients = real(ps, split)
+        seen.append((split, set(patients.tolist())))
+        return images, masks, patients
+
+    monkeypatch.setattr(unet_train, "split_arrays", spy)
+    segment([acdc_prepared], acdc_prepared, seeds=1, cfg=TINY, out_dir=tmp_path / "seg", progress=False)
+    splits = load_prepared(acdc_prepared).meta["splits"]
+    assert [s for s, _ in seen] == ["train", "val"]
+    assert seen[0][1] == set(splits["train"]) and seen[1][1] == set(splits["val"])
+    assert not (seen[0][1] | seen[1][1]) & set(splits["test"])

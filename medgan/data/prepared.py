@@ -35,6 +35,11 @@ from medgan.io import sha256_files, write_json
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
+# The patients a GAN learns from: every training patient of the paper (ACDC's 100 exams, IDRiD's 54
+# images, SLiver07's segmented volumes less our held-out test volumes). ``val`` is carved from those
+# patients only for the U-Net's early stopping, so the GAN sees it too (book/deviations.md, "Splits").
+GAN_SPLIT = "train+val"
+SPLIT_NAMES = (*SPLITS, GAN_SPLIT, "all")  # what ``indices``/``load`` accept by name ("a+b" joins splits)
 SOURCES = ("raw", "phantom", "generated")
 REQUIRED_KEYS = (
     "name",
@@ -326,13 +331,11 @@ class PreparedSet:
         return np.asarray([split_of[p] for p in self.patients])
 
     def indices(self, split: str | Sequence[str] | None = None) -> np.ndarray:
-        """Slice indices of one split (``"train"``), several, or all (``None`` / ``"all"``)."""
+        """Slice indices of one split (``"train"``), a union (``"train+val"`` or ``["train", "val"]``),
+        or all (``None`` / ``"all"``), in slice order."""
         if split is None or split == "all":
             return np.arange(len(self))
-        wanted = {split} if isinstance(split, str) else set(split)
-        bad = wanted - set(SPLITS)
-        if bad:
-            raise ValueError(f"unknown split(s) {sorted(bad)}; use one of {SPLITS} or 'all'")
+        wanted = parse_split(split)
         patients = set().union(*(set(self.meta["splits"][s]) for s in wanted))
         return np.flatnonzero(np.isin(self.patients, sorted(patients)))
 
@@ -340,6 +343,17 @@ class PreparedSet:
         """(``images [n, C, H, W]`` float32, ``masks [n, H, W]`` int64) of a split, in memory."""
         idx = self.indices(split)
         return np.asarray(self.images[idx], np.float32), np.asarray(self.masks[idx], np.int64)
+
+
+def parse_split(split: str | Sequence[str]) -> set[str]:
+    """``"train+val"`` -> ``{"train", "val"}``; a ``ValueError`` naming the accepted names otherwise."""
+    parts = split.split("+") if isinstance(split, str) else list(split)
+    wanted = {p.strip() for p in parts}
+    bad = wanted - set(SPLITS)
+    if bad or not wanted:
+        raise ValueError(f"unknown split(s) {sorted(bad) or [split]}; use one of {list(SPLIT_NAMES)} "
+                         f"(or splits joined by '+')")
+    return wanted
 
 
 def load_prepared(root: str | os.PathLike, mmap: bool = True) -> PreparedSet:

@@ -198,6 +198,13 @@ class GANLoss:
         return total, terms
 
     def d_regularize(self, real: torch.Tensor, step: int) -> tuple[torch.Tensor | None, Terms]:
+        """A separate D phase after D's main step (StyleGAN2's lazy R1): its own backward and Adam step."""
+        return None, {}
+
+    def g_regularize(self, latents: Callable[[], torch.Tensor], step: int) -> tuple[torch.Tensor | None, Terms]:
+        """A separate G phase after G's main step (StyleGAN2-ADA's lazy path length): its own backward and
+        Adam step; ``None`` when there is nothing to do at this step. ``latents()`` draws a fresh ``z`` from
+        the trainer's latent stream (as upstream's ``Greg`` phase does), only when the phase runs."""
         return None, {}
 
     def after_d_step(self) -> None:

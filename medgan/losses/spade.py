@@ -18,12 +18,17 @@ class SpadeLoss(GANLoss):
     - G: ``-mean_s E D_s(G(z, m), m)``
       ``+ fm_weight * sum_s sum_l E|f_sl(G(z, m), m) - f_sl(x, m)| / scales`` (pix2pixHD feature matching:
       *per pair*, because the fake is painted on the real's own mask m; every layer but the patch logits)
-      ``+ vgg_weight * sum_l E|phi_l(G(z, m)) - phi_l(x)|`` (the base class's VGG term, paired mode).
+      ``+ vgg_weight * sum_l w_l E|phi_l(G(z, m)) - phi_l(x)|`` (per pair; ``--gan spade``: weight 10 on
+      VGG19 relu1_1 ... relu5_1 with ``w_l`` = 1/32, 1/16, 1/8, 1/4, 1, upstream's ``VGGLoss``).
 
+    As upstream's ``Pix2PixModel.discriminate``, fake and real go through D as one batch ``cat([fake, real])``
+    (one spectral-norm power iteration per step, shared batch statistics if D uses batch norm); without
+    feature matching the G step runs D on the fakes only. ``tests/test_spade.py`` matches both losses to
+    upstream's ``compute_generator_loss`` / ``compute_discriminator_loss`` (golden vectors).
     With DiffAugment on, the real and the fake of a pair go through the *same* random transform (one
     seeded generator per call, drawn from the global RNG) so that their features stay comparable.
-    The paper's SPADE also uses ``vgg_weight = 10``; it needs the pretrained VGG16 file, so ``--gan spade``
-    leaves it at 0 and ``--set loss.vgg_weight=10`` turns it on (``loss.vgg_features`` as usual).
+    ``--gan spade`` needs the pretrained VGG19 file (``medgan.models.vgg``); ``--set
+    loss.vgg_features=vgg19-random`` is the labelled stand-in, ``--set loss.vgg_weight=0`` drops the term.
     D is a ``medgan.models.spade.SpadeDiscriminator`` (``patch_logits``, ``n_stages``).
     """
 
@@ -41,8 +46,11 @@ class SpadeLoss(GANLoss):
             fake = self.augment_pipe(fake, generator=torch.Generator(device=fake.device).manual_seed(seed))
             if need_real:
                 real = self.augment_pipe(real, generator=torch.Generator(device=real.device).manual_seed(seed))
-        out_fake = self.D(fake, return_features=True)
-        return out_fake, (self.D(real, return_features=True) if need_real else None)
+        if not need_real:
+            return self.D(fake, return_features=True), None
+        n = fake.shape[0]
+        logits, feats = self.D(torch.cat([fake, real]), return_features=True)
+        return (logits[:n], [f[:n] for f in feats]), (logits[n:], [f[n:] for f in feats])
 
     def d_adv(self, real_logits, fake_logits):  # on lists of per-scale patch maps
         pairs = zip(real_logits, fake_logits, strict=True)

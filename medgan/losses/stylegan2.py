@@ -20,9 +20,10 @@ class StyleGAN2Loss(GANLoss):
     - lazy R1 (``d_regularize``): every ``r1_interval`` D steps, ``r1_interval * gamma/2 * E||grad_x D(x)||^2``
       on (augmented) reals -- the interval factor keeps the penalty's average strength independent of
       how often it runs;
-    - path length (``pl_weight > 0``): every ``pl_interval`` G steps, inside ``g_loss``, the penalty
-      ``(||J_w^T y|| - a)^2`` on half the batch, ``a`` an EMA of the lengths (``G.pl_mean``), times the
-      interval;
+    - lazy path length (``g_regularize``, ``pl_weight > 0``): every ``pl_interval`` G steps, in its own G
+      phase after G's main step (the trainer's separate backward + Adam step, StyleGAN2-ADA's ``Greg``),
+      ``pl_interval * pl_weight * E[(||J_w^T y|| - a)^2]`` on the first ``N / pl_batch_shrink`` latents,
+      ``a`` an EMA of the lengths (``G.pl_mean``, decay ``pl_decay``);
     - ADA (``ada_target > 0``, needs ``aug.diffaugment``): the augment pipe is wrapped in
       ``AdaptiveAugment`` whose probability ``p`` (``D.ada_p``) moves after every D step by
       ``sign(r_t - ada_target) * batch / (ada_kimg * 1000)``, ``r_t = E[sign(D(real))]``: D too sure
@@ -87,18 +88,20 @@ class StyleGAN2Loss(GANLoss):
         self.ada_p.copy_((self.ada_p + step).clamp(0.0, 1.0))
         return {"ada_rt": r_t, "ada_p": self.ada_p.detach().clone()}
 
-    def g_loss(self, real, z, mask_onehot=None, step=0):
-        total, terms = super().g_loss(real, z, mask_onehot, step)
-        if self.cfg.pl_weight > 0 and step % self.pl_interval == 0:
-            pl = self.path_length_penalty(z)
-            total = total + pl * (self.cfg.pl_weight * self.pl_interval)
-            terms["G_pl"] = pl.detach()
-            terms["G_total"] = total.detach().float()
-        return total, terms
+    def g_regularize(self, latents, step):
+        """StyleGAN2-ADA's ``Greg`` phase: ``(total | None, {"G_pl", "G_reg"})``, every ``pl_interval`` G steps."""
+        if self.cfg.pl_weight <= 0 or step % self.pl_interval != 0:
+            return None, {}
+        pl = self.path_length_penalty(latents())
+        total = pl * (self.cfg.pl_weight * self.pl_interval)
+        return total, {"G_pl": pl.detach(), "G_reg": total.detach()}
 
     def path_length_penalty(self, z: torch.Tensor) -> torch.Tensor:
-        """``E[(||J_w^T y||_2 - a)^2]``, y ~ N(0, I/(H W)); updates ``a = G.pl_mean`` (EMA, decay 0.01)."""
-        return path_length_penalty(unwrap_module(self.G), z, batch_shrink=self.pl_batch_shrink, decay=self.pl_decay)
+        """``E[(||J_w^T y||_2 - a)^2]``, y ~ N(0, I/(H W)); updates ``a = G.pl_mean`` (EMA, decay 0.01).
+
+        On the eager G: double backward does not run through torch.compile'd graphs."""
+        return path_length_penalty(uncompiled(unwrap_module(self.G)), z, batch_shrink=self.pl_batch_shrink,
+                                   decay=self.pl_decay)
 
     def d_regularize(self, real, step):
         if self.cfg.r1_gamma <= 0 or step % self.cfg.r1_interval != 0:

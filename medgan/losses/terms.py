@@ -44,17 +44,19 @@ def paired_feature_matching(real_feats, fake_feats, n_stages: int) -> torch.Tens
 
 
 def vgg_loss(vgg: nn.Module, real_image: torch.Tensor, fake_image: torch.Tensor, *, paired: bool) -> torch.Tensor:
-    """VGG term on image channels ``[N, C, H, W]``: batch-mean L1 (unpaired) or per-pair L1 (paired)."""
+    """VGG term on image channels ``[N, C, H, W]``: ``sum_l w_l * L1_l``, batch-mean L1 (unpaired) or
+    per-pair L1 (paired); ``w_l`` is ``vgg.layer_weights`` (1 each for VGG16; SPADE's VGG19: 1/32 ... 1)."""
     with torch.no_grad():
         real_feats = vgg(real_image.detach())
     fake_feats = vgg(fake_image)
+    weights = getattr(vgg, "layer_weights", None) or (1.0,) * len(fake_feats)
     total = fake_image.new_zeros((), dtype=torch.float32)
-    for r, f in zip(real_feats, fake_feats, strict=True):
+    for w, r, f in zip(weights, real_feats, fake_feats, strict=True):
         r, f = r.float(), f.float()
         if paired:
-            total = total + (r - f).abs().mean()
+            total = total + w * (r - f).abs().mean()
         else:
-            total = total + (r.mean(0) - f.mean(0)).abs().mean()
+            total = total + w * (r.mean(0) - f.mean(0)).abs().mean()
     return total
 
 
@@ -71,7 +73,9 @@ def path_length_penalty(G: nn.Module, z: torch.Tensor, *, batch_shrink: int = 2,
 
     ``G`` is the eager StyleGAN2 generator (``sample_ws``, ``synthesis``, buffer ``pl_mean``); ``a`` is
     ``G.pl_mean``, updated in place as an EMA of the lengths with weight ``decay``. The EMA lives on G so
-    that checkpoints carry it.
+    that checkpoints carry it. As in StyleGAN2-ADA's ``loss.py``, the ``a`` of this step's penalty keeps its
+    graph into this batch's lengths (only the stored EMA is detached); it matches the official penalty and
+    gradients (tests/test_stylegan2.py, golden vectors).
     """
     n = max(1, z.shape[0] // batch_shrink)
     ws = G.sample_ws(z[:n])
@@ -79,6 +83,6 @@ def path_length_penalty(G: nn.Module, z: torch.Tensor, *, batch_shrink: int = 2,
     noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
     (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
     lengths = grad.float().square().sum(2).mean(1).sqrt()
-    pl_mean = G.pl_mean.lerp(lengths.mean().detach(), decay)
-    G.pl_mean.copy_(pl_mean)
+    pl_mean = G.pl_mean.lerp(lengths.mean(), decay)
+    G.pl_mean.copy_(pl_mean.detach())
     return (lengths - pl_mean).square().mean()

@@ -15,8 +15,9 @@ def add_cli(sub) -> None:
     p = sub.add_parser(
         "fid",
         help="FID (+KID, PRDC, memorisation, real-vs-real floor) of a generated set against a real one",
-        description="Compare a generated prepared set with a real prepared set. By default the real set's "
-        "train split (the images the GAN learnt from) is the reference; see --real-split.",
+        description="Compare a generated prepared set with a real prepared set. By default the real patients the GAN "
+        "learnt from (the split its generated set records; train+val, all the paper's training patients, "
+        "otherwise) are the reference; see --real-split.",
     )
     p.add_argument("real_dir", help="real prepared set")
     p.add_argument("gen_dir", help="generated prepared set (every image is used)")
@@ -25,9 +26,10 @@ def add_cli(sub) -> None:
     p.add_argument("--kid", action="store_true", help="also KID (unbiased, subsets): the number to trust on small sets")
     p.add_argument("--prdc", action="store_true", help="also precision/recall/density/coverage (k=5)")
     p.add_argument("--memorisation", "--memorization", metavar="TRAIN_DIR", default=None,
-                   help="prepared set the GAN trained on: near-copy score of generated vs its train split, "
+                   help="prepared set the GAN trained on: near-copy score of generated vs the GAN's training split, "
                         "referenced to its test split")
-    p.add_argument("--real-split", default="train", help="split of REAL_DIR to compare with (train|val|test|all)")
+    p.add_argument("--real-split", default=None,
+                   help="split of REAL_DIR to compare with (train+val|train|val|test|all; default: the GAN's training split)")
     p.add_argument("--bootstrap", type=int, default=100, help="bootstrap replicates for the FID 95%% CI (0 = off)")
     p.add_argument("--no-floor", dest="floor", action="store_false", help="skip the real-vs-real floor")
     p.add_argument("--exact", action="store_true", help="use pytorch-fid's own scipy sqrtm for the FID (slow)")

@@ -1,8 +1,11 @@
 """``evaluate(real_dir, gen_dir)``: FID (+ CI, floor) and optionally KID, PRDC and memorisation, as one JSON-ready dict.
 
-Which real images are compared: by default the **train** split of ``real_dir`` (``real_split="train"``),
-i.e. the images the GAN was trained on, as in the paper (§3.4: FID between generated images and the
-training set). ``real_split="test"`` (or ``"all"``, ``"val"``) compares against other real images instead.
+Which real images are compared: by default (``real_split=None``) the real patients the GAN was trained on,
+as in the paper (§3.4: FID between generated images and the training set) — the split its generated set
+records (``real_dataset.train_split``, i.e. the run's ``TrainConfig.split``), else ``"train+val"`` (all the
+paper's training patients, ``medgan.data.prepared.GAN_SPLIT``). ``real_split="test"`` (or ``"train"``,
+``"val"``, ``"all"``) compares against other real images instead. Memorisation likewise treats the GAN's
+training split as "the training images" and the ``test`` split as the unseen reference.
 Every image of the generated set is used (``gen_split="all"``).
 
 The real-vs-real **floor** is the same metric between two disjoint halves of the chosen real split,
@@ -21,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from medgan.data.prepared import PreparedSet, check_compatible, load_prepared
+from medgan.data.prepared import GAN_SPLIT, PreparedSet, check_compatible, load_prepared
 from medgan.errors import UserError
 from medgan.io import jsonable
 from medgan.metrics.bootstrap import bootstrap as run_bootstrap
@@ -59,6 +62,11 @@ def patient_halves(ps: PreparedSet, indices: np.ndarray, seed: int = 0) -> tuple
     return indices[in_a], indices[~in_a]
 
 
+def gan_training_split(gen: PreparedSet) -> str:
+    """The real split a generated set's GAN learnt from (recorded by ``generate``); ``GAN_SPLIT`` otherwise."""
+    return str((gen.meta.get("real_dataset") or {}).get("train_split") or GAN_SPLIT)
+
+
 def evaluate(
     real_dir: str | os.PathLike,
     gen_dir: str | os.PathLike,
@@ -67,7 +75,7 @@ def evaluate(
     kid: bool = False,
     prdc: bool = False,
     memorisation: str | os.PathLike | None = None,
-    real_split: str = "train",
+    real_split: str | None = None,
     gen_split: str = "all",
     bootstrap: int = 100,
     floor: bool = True,
@@ -87,7 +95,7 @@ def evaluate(
     Keys: ``fid``, ``fid_ci95`` ([lo, hi] or None), ``n_real``, ``n_gen``, ``features`` (extractor
     name), ``feature_dim``, ``rank_deficient``, ``warnings``; with ``kid``: ``kid_mean``, ``kid_std``;
     with ``prdc``: ``precision``, ``recall``, ``density``, ``coverage``; with ``memorisation=TRAIN_DIR``
-    (a prepared set: its train split are the training images, its test split the unseen reference):
+    (a prepared set: the GAN's training split are the training images, its test split the unseen reference):
     ``memorisation`` {near_copy_fraction, median_ratio, memorised, ...}; with ``floor``: ``floor``
     {fid, kid_mean, n_a, n_b} between two patient-disjoint halves of the real split.
     """
@@ -96,13 +104,15 @@ def evaluate(
     real = load_prepared(real_dir)
     gen = load_prepared(gen_dir)
     check_compatible(real, gen)
+    gan_split = gan_training_split(gen)
+    real_split = real_split or gan_split
     real_idx = split_indices(real, real_split)
     split_indices(gen, gen_split)
     mem_set = None
     if memorisation is not None:
         mem_set = load_prepared(memorisation)
         check_compatible(mem_set, gen)
-        split_indices(mem_set, "train")
+        split_indices(mem_set, gan_split)
         split_indices(mem_set, "test")
 
     extractor = get_extractor(features, dev)
@@ -156,7 +166,7 @@ def evaluate(
             raise UserError(f"PRDC with k={prdc_k} needs more than {prdc_k} images per set (got {n_real} real, {n_gen} generated)")
         result.update(compute_prdc(f_real, f_gen, k=prdc_k, device=dev))
     if mem_set is not None:
-        f_train = dataset_features(mem_set, extractor, split="train", **common)
+        f_train = dataset_features(mem_set, extractor, split=gan_split, **common)
         f_test = dataset_features(mem_set, extractor, split="test", **common)
         mem = compute_memorisation(f_gen, f_train, f_test, q=memorisation_q, device=dev)
         mem["train_dir"] = str(Path(memorisation))

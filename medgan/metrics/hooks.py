@@ -4,7 +4,7 @@
 imports this module on first use and this module registers nothing itself.
 
 Cheap monitoring numbers, not the Table 2 evaluation: ``n`` generated samples (``ctx.sample(n)``,
-seeded by the trainer) against a fixed, seeded subset of ``n`` images of the run's real split, so
+seeded by the trainer) against a fixed, seeded subset of ``n`` images of the run's training split (``cfg.split``, the paper's training patients), so
 successive ticks of one run are comparable with each other (never with a full 10k FID).
 
 Settings, first found wins: the config field (``cfg.metric_features`` / ``cfg.metric_n`` if the
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from medgan.data.prepared import load_prepared
+from medgan.data.prepared import GAN_SPLIT, load_prepared
 from medgan.metrics.features import dataset_features, extract_features, get_extractor, split_indices
 from medgan.metrics.fid import fid_from_features, is_rank_deficient
 from medgan.metrics.kid import kid
@@ -49,7 +49,7 @@ def _features(ctx: MetricContext) -> tuple[np.ndarray, np.ndarray, str]:
     extractor = get_extractor(features, ctx.device)
     if key not in _LAST:
         real = load_prepared(ctx.real_dir)
-        idx = split_indices(real, getattr(ctx.cfg, "split", "train") or "train")
+        idx = split_indices(real, getattr(ctx.cfg, "split", "") or GAN_SPLIT)  # the run's training patients
         if len(idx) > n:
             idx = np.sort(np.random.default_rng(REAL_SUBSET_SEED).choice(idx, n, replace=False))
         f_real = dataset_features(real, extractor, indices=idx, progress=False)

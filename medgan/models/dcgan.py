@@ -132,14 +132,18 @@ def build_dcgan(cfg: ModelConfig, *, channels: int, num_labels: int, resolution:
     return GANPair(G=DCGANGenerator(cfg, **kw), D=DCGANDiscriminator(cfg, **kw))
 
 
-# The four GANs of §3.2 that are "the DCGAN with the loss swapped", plus their defaults.
-GANS.register("dcgan")(GANSpec(model="dcgan", loss="dcgan"))
-GANS.register("lsgan")(GANSpec(model="dcgan", loss="lsgan"))
-GANS.register("hinge")(GANSpec(model="dcgan", loss="hinge"))
+# The GANs of §3.2 that are "the DCGAN with the loss swapped", plus their defaults. No G_ema (``ema_kimg=0``:
+# G_ema is an exact copy of G): the paper's DCGAN-family code keeps none, and an average of batch-norm
+# weights would be paired with G's batch statistics, not its own (book/deviations.md, "EMA").
+NO_EMA = {"ema_kimg": 0.0}
+GANS.register("dcgan")(GANSpec(model="dcgan", loss="dcgan", overrides=dict(NO_EMA)))
+GANS.register("lsgan")(GANSpec(model="dcgan", loss="lsgan", overrides=dict(NO_EMA)))
+GANS.register("hinge")(GANSpec(model="dcgan", loss="hinge", overrides=dict(NO_EMA)))
 # Arjovsky et al.: 5 critic steps, clip 0.01, lr 5e-5 with RMSProp; Adam with beta1 = 0 is the momentum-
 # free equivalent (momentum destabilises a clipped critic). Their critic keeps batch norm, so do we.
 GANS.register("wgan")(
-    GANSpec(model="dcgan", loss="wgan", overrides={"loss.n_critic": 5, "loss.clip": 0.01, "lr": 5e-5, "beta1": 0.0})
+    GANSpec(model="dcgan", loss="wgan",
+            overrides={**NO_EMA, "loss.n_critic": 5, "loss.clip": 0.01, "lr": 5e-5, "beta1": 0.0})
 )
 # Gulrajani et al.: GP weight 10, 5 critic steps, Adam(1e-4, 0, 0.9). The penalty is on each sample's
 # gradient, which batch norm couples across the batch, so the critic uses (per-sample) instance norm.
@@ -148,6 +152,7 @@ GANS.register("wgan-gp")(
         model="dcgan",
         loss="wgan-gp",
         overrides={
+            **NO_EMA,
             "loss.n_critic": 5,
             "loss.gp_weight": 10.0,
             "model.d_norm": "instance",

@@ -15,7 +15,9 @@ layer sizes and signal levels are those of the paper's networks: upsampling by `
 the filter by ``up**2`` (zero insertion divides the mean by ``up**2``), so a constant image stays
 constant away from the zero-padded border.
 
-All filters are symmetric here, so convolution and correlation coincide and no flip is needed.
+``upfirdn2d`` convolves (flips ``f``, as the official op does with ``flip_filter=False``), so an asymmetric
+filter gives the official result too; the binomial filters the networks use are symmetric anyway.
+tests/test_stylegan2.py checks these ops against golden vectors from the official code.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def upfirdn2d(
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(n, c, h * up, w * up)
     x = _pad(x, pad)
-    weight = (f * gain).to(dtype=x.dtype, device=x.device)
+    weight = (f.flip([0, 1]) * gain).to(dtype=x.dtype, device=x.device)  # convolution, not correlation
     weight = weight[None, None].expand(c, 1, *f.shape)
     return F.conv2d(x, weight, stride=down, groups=c)
 

@@ -14,11 +14,13 @@ layout of NVlabs/stylegan2-ada-pytorch ``training/networks.py``, re-written with
   and summed (skip architecture). It emits ``C + K`` channels: the C image channels then K mask-score
   channels (``onehot_to_mask`` = argmax gives labels). Outputs are linear while training (as in the
   paper) and clamped to ``[-1, 1]`` in eval mode, so samples respect the joint contract.
-- **style mixing**: while training, each sample uses a second ``w`` from a random layer on with
-  probability ``cfg.style_mixing`` (tensor ops only: no data-dependent Python branches).
+- **style mixing**: while training, with probability ``cfg.style_mixing`` the batch switches to a second
+  ``w`` from one random layer on (one cutoff for the whole batch, drawn as StyleGAN2-ADA's ``run_G`` draws
+  it; tensor ops only: no data-dependent Python branches).
 - **discriminator**: ``fromRGB`` at full resolution, residual blocks (3x3 conv, 3x3 conv + blur-downsample,
-  1x1 blur-downsample skip, summed with gain sqrt(1/2)), minibatch standard deviation, 3x3 conv, two
-  fully connected layers -> one logit per sample.
+  1x1 blur-downsample skip, summed with gain sqrt(1/2)), minibatch standard deviation (``cfg.mbstd_group``),
+  3x3 conv, two fully connected layers -> one logit per sample.
+- **widths**: ``min(cfg.channel_base // r, cfg.channel_max)`` channels at resolution ``r``.
 - **equalised learning rate** everywhere: weights are stored N(0, 1) (divided by the lr multiplier) and
   scaled at run time by ``lr_mul / sqrt(fan_in)``.
 
@@ -32,6 +34,12 @@ demodulation run in float32), and free of Python control flow on tensor values.
 
 ``G.mapping``, ``G.synthesis`` and ``G.sample_ws`` are public so the loss (``medgan.losses.stylegan2``)
 can regularise path length with respect to ``w``.
+
+**Proven against the official code**: tests/test_stylegan2.py loads the weights of NVlabs/stylegan2-ada-pytorch
+networks (tests/golden/, made by tools/golden/make_stylegan2_golden.py) into these networks and matches the
+mapping, synthesis (fused and unfused), discriminator, modulated conv, resampling, R1 and path length to
+1e-5; the parameter counts equal the official ones. The one deliberate difference: ``G`` clamps its output
+to [-1, 1] in eval mode (the joint contract; the official generate.py clamps when it writes images).
 """
 
 from __future__ import annotations
@@ -42,10 +50,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medgan.errors import ConfigError
 from medgan.models.ops import conv2d_resample, setup_filter, upsample2d
 from medgan.models.registry import GANS, MODELS, GANPair, GANSpec
 
-CHANNEL_BASE = 16384  # channels at resolution r: min(CHANNEL_BASE // r, cfg.channel_max) (paper256 config)
+CHANNEL_BASE = 16384  # channels at resolution r: min(channel_base // r, channel_max) (paper256: 16384)
 SQRT2 = math.sqrt(2.0)
 
 
@@ -298,6 +307,7 @@ class StyleGAN2Generator(nn.Module):
         resolution: int,
         out_channels: int,
         channel_max: int,
+        channel_base: int = CHANNEL_BASE,
         mapping_layers: int = 8,
         style_mixing: float = 0.9,
         truncation: float = 1.0,
@@ -307,7 +317,7 @@ class StyleGAN2Generator(nn.Module):
         self.out_channels = out_channels
         self.style_mixing = float(style_mixing)
         self.truncation = float(truncation)
-        self.synthesis = SynthesisNetwork(w_dim, resolution, out_channels, channel_max)
+        self.synthesis = SynthesisNetwork(w_dim, resolution, out_channels, channel_max, channel_base)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, num_layers=mapping_layers)
         # the path-length regulariser's running mean; a buffer so checkpoints carry it (see medgan.losses.stylegan2)
@@ -318,13 +328,13 @@ class StyleGAN2Generator(nn.Module):
         if self.training:
             ws = self.mapping(z)
             if self.style_mixing > 0:
-                n = z.shape[0]
-                ws2 = self.mapping(torch.randn_like(z), update_w_avg=False)
-                cutoff = torch.randint(1, self.num_ws, (n, 1), device=z.device)
-                use = torch.rand(n, 1, device=z.device) < self.style_mixing
+                # StyleGAN2-ADA's run_G, draw for draw (cutoff, coin, second z): one cutoff for the batch
+                cutoff = torch.empty([], dtype=torch.int64, device=z.device).random_(1, self.num_ws)
+                use = torch.rand([], device=z.device) < self.style_mixing
                 cutoff = torch.where(use, cutoff, torch.full_like(cutoff, self.num_ws))
-                layer = torch.arange(self.num_ws, device=z.device).unsqueeze(0)
-                ws = torch.where((layer >= cutoff).unsqueeze(-1), ws2, ws)
+                ws2 = self.mapping(torch.randn_like(z), update_w_avg=False)
+                layer = torch.arange(self.num_ws, device=z.device)
+                ws = torch.where((layer >= cutoff).reshape(1, -1, 1), ws2, ws)
             return ws
         psi = self.truncation if truncation_psi is None else float(truncation_psi)
         return self.mapping(z, truncation_psi=psi)
@@ -378,16 +388,17 @@ class DiscriminatorBlock(nn.Module):
 class StyleGAN2Discriminator(nn.Module):
     """``D(joint [N, C + K, R, R]) -> logits [N]``; ``return_features=True`` adds each block's output."""
 
-    def __init__(self, *, resolution: int, in_channels: int, channel_max: int, mbstd_group: int = 4):
+    def __init__(self, *, resolution: int, in_channels: int, channel_max: int, mbstd_group: int = 4,
+                 channel_base: int = CHANNEL_BASE):
         super().__init__()
         log2 = _log2_resolution(resolution)
         blocks = []
         for i, res in enumerate(2**k for k in range(log2, 2, -1)):
-            tmp = channels_for(res, channel_max)
-            out = channels_for(res // 2, channel_max)
+            tmp = channels_for(res, channel_max, channel_base)
+            out = channels_for(res // 2, channel_max, channel_base)
             blocks.append(DiscriminatorBlock(0 if i == 0 else tmp, tmp, out, in_channels))
         self.blocks = nn.ModuleList(blocks)
-        ch4 = channels_for(4, channel_max)
+        ch4 = channels_for(4, channel_max, channel_base)
         self.mbstd_group = mbstd_group
         self.conv = Conv2dLayer(ch4 + 1, ch4, 3)
         self.fc = FullyConnected(ch4 * 16, ch4, activation="lrelu")
@@ -414,7 +425,11 @@ class StyleGAN2Discriminator(nn.Module):
 # ---------------------------------------------------------------------------------------------
 @MODELS.register("stylegan2")
 def build_stylegan2(cfg, *, channels: int, num_labels: int, resolution: int) -> GANPair:
-    """``cfg: ModelConfig``. Uses latent_dim (z), w_dim, mapping_layers, channel_max, style_mixing, truncation."""
+    """``cfg: ModelConfig``. Uses latent_dim (z), w_dim, mapping_layers, channel_base, channel_max, mbstd_group,
+    style_mixing, truncation."""
+    if cfg.channel_base < 1 or cfg.channel_max < 1 or cfg.mbstd_group < 1:
+        raise ConfigError(f"model.channel_base ({cfg.channel_base}), channel_max ({cfg.channel_max}) and "
+                          f"mbstd_group ({cfg.mbstd_group}) must be >= 1")
     joint = channels + num_labels
     G = StyleGAN2Generator(
         z_dim=cfg.latent_dim,
@@ -422,30 +437,45 @@ def build_stylegan2(cfg, *, channels: int, num_labels: int, resolution: int) -> 
         resolution=resolution,
         out_channels=joint,
         channel_max=cfg.channel_max,
+        channel_base=cfg.channel_base,
         mapping_layers=cfg.mapping_layers,
         style_mixing=cfg.style_mixing,
         truncation=cfg.truncation,
     )
-    D = StyleGAN2Discriminator(resolution=resolution, in_channels=joint, channel_max=cfg.channel_max)
+    D = StyleGAN2Discriminator(resolution=resolution, in_channels=joint, channel_max=cfg.channel_max,
+                               mbstd_group=cfg.mbstd_group, channel_base=cfg.channel_base)
     return GANPair(G=G, D=D)
 
 
-# Hyper-parameters of StyleGAN2-ADA's ``paper256`` config (Adam lr 0.0025, betas (0, 0.99), gamma 1,
-# lazy R1 every 16 D steps), a 256-d z as in its small-data configs.
-GANS.register("stylegan2")(
-    GANSpec(
-        model="stylegan2",
-        loss="stylegan2",
-        overrides={
-            "model.latent_dim": 256,
-            "lr": 0.0025,
-            "beta1": 0.0,
-            "beta2": 0.99,
-            "loss.r1_gamma": 1.0,
-            "loss.r1_interval": 16,
-        },
-    )
-)
+# StyleGAN2-ADA's ``--cfg paper256`` (train.py): batch 64, Adam lr 0.0025 for G and D, betas (0, 0.99),
+# eps 1e-8 (torch's default); R1 gamma 1 every 16 D steps; path length weight 2 every 4 G steps (its own
+# G phase; batch shrink 2 and decay 0.01 are StyleGAN2Loss's); style mixing 0.9; mapping 8 layers at lr x0.01
+# (MappingNetwork); z = w = 512; fmaps 0.5 -> channel_base 16384, channel_max 512; minibatch-std group 8;
+# G_ema half-life 20 kimg without ramp-up; fp32. ADA's target 0.6 is what ``aug.ada_target`` is set to when
+# adaptive augmentation is on (with ``aug.diffaugment``); it stays off by default, as paper256 has no ADA.
+# Parameter counts equal the official networks' (tests/test_stylegan2.py).
+PAPER256 = {
+    "batch": 64,
+    "lr": 0.0025,
+    "lr_d": None,
+    "beta1": 0.0,
+    "beta2": 0.99,
+    "ema_kimg": 20.0,
+    "ema_rampup": 0.0,
+    "amp": "off",
+    "model.latent_dim": 512,
+    "model.w_dim": 512,
+    "model.mapping_layers": 8,
+    "model.channel_base": 16384,
+    "model.channel_max": 512,
+    "model.mbstd_group": 8,
+    "model.style_mixing": 0.9,
+    "loss.r1_gamma": 1.0,
+    "loss.r1_interval": 16,
+    "loss.pl_weight": 2.0,
+}
+ADA_TARGET = 0.6  # StyleGAN2-ADA's default target r_t: set ``aug.ada_target`` to it to turn ADA on
+GANS.register("stylegan2")(GANSpec(model="stylegan2", loss="stylegan2", overrides=dict(PAPER256)))
 
 __all__ = [
     "StyleGAN2Generator",
@@ -455,4 +485,6 @@ __all__ = [
     "modulated_conv2d",
     "minibatch_stddev",
     "build_stylegan2",
+    "PAPER256",
+    "ADA_TARGET",
 ]

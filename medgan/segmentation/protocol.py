@@ -18,7 +18,7 @@ from typing import Any
 from medgan.data.prepared import check_compatible, load_prepared
 from medgan.errors import OutputExistsError, UserError
 from medgan.io import write_json
-from medgan.runtime import progress_bar, resolve_device
+from medgan.runtime import code_version, progress_bar, resolve_device
 from medgan.segmentation.dice import foreground_labels, mean_ci
 from medgan.segmentation.evaluate import evaluate_unet, split_arrays
 from medgan.segmentation.model import load_unet
@@ -102,6 +102,7 @@ def segment(
             for c in classes + ["mean"]}
     result = {
         "kind": "segment",
+        "code_version": code_version(),  # medgan.experiments reuses a result only from the same code
         "training_set": _training_kind([ps.source for ps in train_sets], cfg.augment),
         "train_dirs": [str(ps.root) for ps in train_sets],
         "train_sources": [ps.source for ps in train_sets],

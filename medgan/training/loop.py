@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from medgan.config import ConfigError, TrainConfig
-from medgan.data.prepared import SPLITS, load_prepared, split_joint, to_joint
+from medgan.data.prepared import load_prepared, parse_split, split_joint, to_joint
 from medgan.errors import CheckpointError, InputNotFoundError, OutputExistsError
 from medgan.images import save_grid
 from medgan.io import append_jsonl, write_json
@@ -272,8 +272,11 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, progress: bool | Non
     elif run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise OutputExistsError(f"run folder {run_dir} already exists; pass --resume to continue it or choose another --out")
 
-    if cfg.split not in (*SPLITS, "all"):
-        raise ConfigError(f"split={cfg.split!r} is not one of {[*SPLITS, 'all']}")
+    if cfg.split != "all":
+        try:
+            parse_split(cfg.split)
+        except ValueError as e:
+            raise ConfigError(f"split={cfg.split!r}: {e}") from None
     _check_metrics(cfg.metrics)
     dist = dist_from_env()
     if cfg.batch % dist.world_size:

@@ -248,6 +248,14 @@ class Trainer:
         self.sync_grads(self.G)
         stats["grad_norm_G"] = _grad_norm(self.G)
         self.opt_G.step()
+        with self.autocast():
+            reg_g, reg_g_terms = loss.g_regularize(self.latents, step=self.step)
+        if reg_g is not None:
+            self.opt_G.zero_grad(set_to_none=True)
+            reg_g.backward()
+            self.sync_grads(self.G)
+            self.opt_G.step()
+        g_terms = {**g_terms, **reg_g_terms}
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
         for k, v in g_terms.items():
@@ -263,6 +271,12 @@ class Trainer:
 
     @torch.no_grad()
     def update_ema(self) -> None:
+        """G_ema <- EMA of G (StyleGAN2-ADA); with ``ema_kimg=0`` (the DCGAN family and SPADE, whose official
+        code keeps no average) G_ema is an exact copy of G, batch-norm statistics included."""
+        if self.cfg.ema_kimg == 0:
+            for a, b in zip(self.G_ema.state_dict().values(), self.G.state_dict().values(), strict=True):
+                a.copy_(b)
+            return
         ema_nimg = self.cfg.ema_kimg * 1000
         if self.cfg.ema_rampup > 0:
             # StyleGAN2-ADA's ramp-up: early on G_ema follows G closely, so short runs do not sample the init
