@@ -10,6 +10,9 @@ config hash, GAN, checkpoint and its kimg, seed, truncation, and ``mask_source``
   random geometric augmentation (``medgan.data.transforms.random_geometric_masks``: rotation, shift,
   scale, flip): new layouts that stay anatomically plausible because they are warped real ones. The
   generated set then holds those masks (the conditional G returns its input one-hot as mask channels).
+  ``masks="training"`` (``--masks training``) draws the training masks unchanged instead (random choice with
+  replacement), to measure what the warp does to FID and memorisation (``benchmarks/spade_masks.py``).
+  An unconditional G makes its own masks: there ``masks`` is ignored and ``mask_source`` stays ``"generator"``.
 
 Reproducibility: all ``z`` are drawn up front from ``torch.Generator().manual_seed(seed)`` on the CPU, so
 an unconditional set depends on (checkpoint, n, seed) only, not on the batch size or the device (up to
@@ -32,7 +35,16 @@ from medgan.errors import ConfigError, OutputExistsError
 from medgan.io import sha256_files
 from medgan.models import MODELS
 from medgan.runtime import amp_dtype, code_version, progress_bar, resolve_device
-from medgan.sampling import MASK_SOURCE_GENERATOR, MASK_SOURCE_WARPED, draw_masks, sample_joint
+from medgan.sampling import (  # the MASK_SOURCE_* values are re-exported: what a generated set records
+    MASK_MODES,
+    MASK_SOURCE_GENERATOR,  # noqa: F401
+    MASK_SOURCE_TRAINING,  # noqa: F401
+    MASK_SOURCE_WARPED,  # noqa: F401
+    check_mask_mode,
+    draw_masks,
+    mask_source,
+    sample_joint,
+)
 from medgan.training.runs import checkpoint_path, checkpoint_run_info, load_checkpoint
 
 
@@ -82,11 +94,17 @@ def generate(
     checkpoint: str = "last",
     device: str = "auto",
     progress: bool | None = None,
+    masks: str = "warped",
 ) -> Path:
     """Write ``n`` image + mask pairs sampled from the run's ``G_ema`` as a prepared set in ``out_dir``.
 
     ``truncation=None`` samples as the run's config says (``model.truncation``); the value used is recorded.
+    ``masks`` (conditional G only): ``warped`` training masks (default) or the ``training`` masks unchanged.
     """
+    try:
+        check_mask_mode(masks)
+    except ValueError as e:
+        raise ConfigError(f"--masks: {e}") from None
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")
     if batch < 1:
@@ -130,7 +148,7 @@ def generate(
         "checkpoint_kimg": float(state["nimg"]) / 1000,
         "seed": seed,
         "truncation": truncation,
-        "mask_source": MASK_SOURCE_WARPED if conditional else MASK_SOURCE_GENERATOR,
+        "mask_source": mask_source(conditional, masks),
         "real_dataset": {"name": ds["name"], "root": ds["root"], "content_sha256": ds.get("content_sha256"),
                          "train_split": cfg.split},  # the real patients G learnt from (FID's default reference)
     }
@@ -140,8 +158,8 @@ def generate(
         with progress_bar(total=n, unit="img", desc="generate", progress=progress) as bar:
             for s in range(0, n, batch):
                 z = z_all[s : s + batch]
-                masks = draw_masks(train_masks, len(z), mask_gen) if conditional else None
-                joint = sample_joint(G, z, masks, num_labels=num_labels, device=dev, amp=amp, batch=batch, truncation=truncation)
+                drawn = draw_masks(train_masks, len(z), mask_gen, masks) if conditional else None
+                joint = sample_joint(G, z, drawn, num_labels=num_labels, device=dev, amp=amp, batch=batch, truncation=truncation)
                 image, mask = split_joint(joint, channels)
                 w.write_batch(s, image.numpy().astype(np.float16), mask.numpy().astype(np.uint8),
                               patients[s : s + len(z)], np.zeros(len(z), np.int32))
@@ -161,12 +179,15 @@ def add_cli(sub) -> None:
                    help="truncation psi (1 = off; default: the run's model.truncation)")
     p.add_argument("--checkpoint", default="last", help="last | best-<metric> | a checkpoint path")
     p.add_argument("--device", default="auto")
+    p.add_argument("--masks", choices=MASK_MODES, default="warped",
+                   help="conditional G (SPADE): training masks under random geometric augmentation (warped, default) "
+                        "or unchanged (training); ignored by an unconditional G, which makes its own masks")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_generate)
 
 
 def _cmd_generate(args) -> int:
     out = generate(args.run_dir, args.n, args.out, batch=args.batch, seed=args.seed, truncation=args.truncation,
-                   overwrite=args.overwrite, checkpoint=args.checkpoint, device=args.device)
+                   overwrite=args.overwrite, checkpoint=args.checkpoint, device=args.device, masks=args.masks)
     print(f"wrote {args.n} generated pairs to {out}")
     return 0

@@ -7,7 +7,9 @@ but that contract, so it sits beside the models, below the trainer that uses it.
 - unconditional G (DCGAN family, StyleGAN2): the mask is G's own output — the argmax of its K mask channels;
 - conditional G (SPADE): G needs a mask to draw an image. The masks are the run's training masks under a
   random geometric augmentation (``medgan.data.transforms.random_geometric_masks``: rotation, shift,
-  scale, flip): new layouts that stay anatomically plausible because they are warped real ones.
+  scale, flip): new layouts that stay anatomically plausible because they are warped real ones
+  (``mode="warped"``, the default), or the training masks themselves, unchanged (``mode="training"``: random
+  choice with replacement), so that the effect of the warp on the headline numbers can be measured.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from medgan.runtime import autocast
 
 MASK_SOURCE_GENERATOR = "generator"
 MASK_SOURCE_WARPED = "training masks under random geometric augmentation (medgan.data.transforms.random_geometric_masks)"
+MASK_SOURCE_TRAINING = "training masks, unchanged (random choice with replacement)"
+MASK_MODES = ("warped", "training")
 
 
 def _call_G(G: nn.Module, z: torch.Tensor, mask_onehot: torch.Tensor | None, truncation: float) -> torch.Tensor:
@@ -69,9 +73,27 @@ def sample_joint(
     return torch.cat(out) if out else torch.empty(0)
 
 
-def draw_masks(train_masks: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    """``n`` masks ``[n, H, W]`` for a conditional G: warped random training masks (see module doc)."""
-    return random_geometric_masks(train_masks, n, generator=generator)
+def mask_source(conditional: bool, mode: str = "warped") -> str:
+    """The ``mask_source`` a generated set records: G's own masks, or training masks drawn as ``mode`` says."""
+    check_mask_mode(mode)
+    if not conditional:
+        return MASK_SOURCE_GENERATOR
+    return MASK_SOURCE_WARPED if mode == "warped" else MASK_SOURCE_TRAINING
+
+
+def check_mask_mode(mode: str) -> None:
+    if mode not in MASK_MODES:
+        raise ValueError(f"mask mode must be one of {', '.join(MASK_MODES)}, got {mode!r}")
+
+
+def draw_masks(train_masks: torch.Tensor, n: int, generator: torch.Generator, mode: str = "warped") -> torch.Tensor:
+    """``n`` masks ``[n, H, W]`` for a conditional G: random training masks, warped (``mode="warped"``) or
+    unchanged (``mode="training"``); see the module doc."""
+    check_mask_mode(mode)
+    if mode == "warped":
+        return random_geometric_masks(train_masks, n, generator=generator)
+    idx = torch.randint(len(train_masks), (n,), generator=generator, device=generator.device)
+    return train_masks[idx.to(train_masks.device)]
 
 
 def sample_pairs(
@@ -86,16 +108,19 @@ def sample_pairs(
     train_masks: torch.Tensor | None = None,
     batch: int = 256,
     truncation: float = 1.0,
+    masks: str = "warped",
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` pairs from ``G``: (``images float32 [n, C, H, W]`` in [-1, 1], ``masks int64 [n, H, W]``).
 
-    ``train_masks`` (int64 ``[N, H, W]``) is required for a conditional G and ignored otherwise.
+    ``train_masks`` (int64 ``[N, H, W]``) is required for a conditional G and ignored otherwise; ``masks``
+    (``warped`` | ``training``) says how they are drawn (see ``draw_masks``).
     """
+    check_mask_mode(masks)
     conditional = bool(getattr(G, "conditional", False))
     if conditional and train_masks is None:
         raise ValueError("a conditional G needs train_masks to draw its input masks from")
     z = torch.randn(n, G.z_dim, generator=generator)
-    masks = draw_masks(train_masks, n, generator) if conditional else None
-    joint = sample_joint(G, z, masks, num_labels=num_labels, device=device, amp=amp, batch=batch, truncation=truncation)
+    drawn = draw_masks(train_masks, n, generator, masks) if conditional else None
+    joint = sample_joint(G, z, drawn, num_labels=num_labels, device=device, amp=amp, batch=batch, truncation=truncation)
     image, mask = split_joint(joint, channels)
     return image.numpy(), mask.numpy()

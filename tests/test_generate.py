@@ -161,3 +161,23 @@ def test_truncation_scales_z_for_a_dcgan_and_is_recorded(run, tmp_path):
     plain = load_prepared(generate(run, 6, tmp_path / "p", seed=2, progress=False))
     assert plain.meta["truncation"] == 1.0  # the run's model.truncation, recorded
     assert not np.array_equal(plain.images, ps.images)
+
+
+def test_conditional_run_can_draw_the_training_masks_unchanged(cond_run, run, discs, tmp_path, capsys):
+    from medgan.generate import MASK_SOURCE_TRAINING
+
+    ps = load_prepared(generate(cond_run, 12, tmp_path / "gen", batch=5, seed=2, masks="training", progress=False))
+    assert ps.meta["mask_source"] == MASK_SOURCE_TRAINING
+    real_masks = load_prepared(discs).load(ps.meta["real_dataset"]["train_split"])[1]  # the run's split: train+val
+    # unchanged: every generated mask is exactly one of the run's training masks
+    assert all(any(np.array_equal(m, r) for r in real_masks) for m in ps.masks)
+    again = load_prepared(generate(cond_run, 12, tmp_path / "again", batch=12, seed=2, masks="training", progress=False))
+    np.testing.assert_array_equal(ps.masks, again.masks)  # seeded: the same draws whatever the batch
+    # the CLI flag; an unconditional G makes its own masks and ignores it
+    assert cli_main(["generate", str(cond_run), "--n", "3", "--out", str(tmp_path / "cli"), "--masks", "training"]) == 0
+    assert load_prepared(tmp_path / "cli").meta["mask_source"] == MASK_SOURCE_TRAINING
+    uncond = load_prepared(generate(run, 3, tmp_path / "uncond", masks="training", progress=False))
+    assert uncond.meta["mask_source"] == MASK_SOURCE_GENERATOR
+    with pytest.raises(ValueError, match="warped, training"):
+        generate(cond_run, 3, tmp_path / "bad", masks="copied", progress=False)
+    capsys.readouterr()
