@@ -28,7 +28,7 @@ from medgan.config import PROFILES, Profile, get_profile  # noqa: F401  (the not
 from medgan.data import ensure_prepared
 from medgan.data.prepared import PreparedSet, load_prepared
 from medgan.generate import generate
-from medgan.io import sha256_files, write_json
+from medgan.io import jsonable, sha256_files, write_json
 from medgan.runtime import code_version
 from medgan.segmentation import UNetConfig, segment
 from medgan.training import make_config, run_training
@@ -179,10 +179,6 @@ def generated_set(run_dir, profile: str, *, data_root="data", n: int | None = No
     return load_prepared(out)
 
 
-def _jsonish(x: Any) -> Any:
-    return json.loads(json.dumps(x, default=str))
-
-
 def _segment_inputs(train_dirs, test: PreparedSet) -> dict:
     return {"code_version": code_version(),
             "train_content_sha256": [load_prepared(d).content_sha256 for d in train_dirs],
@@ -204,7 +200,7 @@ def segmentation_staleness(out_dir, train_dirs, test: PreparedSet, *, seeds: int
         return f"code version {result.get('code_version')} != {code_version()}"
     if result.get("n_seeds") != seeds:
         return f"{result.get('n_seeds')} seed(s), not {seeds}"
-    if _jsonish(result.get("config")) != _jsonish(cfg.to_dict()):
+    if result.get("config") != jsonable(cfg.to_dict()):  # segment.json holds the config as write_json wrote it
         return "another U-Net config"
     if _read_json(out_dir / INPUTS_FILE) != _segment_inputs(train_dirs, test):
         return "other training or test sets"

@@ -6,6 +6,7 @@ become ``None`` (strict JSON has no NaN), paths become strings, tuples lists.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -93,8 +94,6 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 def sha256_files(paths: Iterable[str | os.PathLike], root: str | os.PathLike | None = None) -> str:
     """One hash over the names (relative to ``root``) and bytes of ``paths``, in sorted order."""
-    import hashlib
-
     h = hashlib.sha256()
     for p in sorted(Path(p) for p in paths):
         name = str(p.relative_to(root)) if root is not None else p.name
