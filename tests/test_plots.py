@@ -80,6 +80,10 @@ def test_dice_figure_bars_are_the_means_and_nan_ci_draws_no_error_bar():
     fig = plots.dice_figure(results)
     heights = [round(bar.get_height(), 6) for bar in fig.axes[0].patches]
     assert heights[:2] == [0.9, 0.8] and heights[2] == 0.5 and math.isnan(heights[3])
+    real_bars = next(c for c in fig.axes[0].containers if getattr(c, "errorbar", None) is not None)
+    lv, mean = (np.round(seg, 6).tolist() for seg in real_bars.errorbar.lines[2][0].get_segments())
+    assert [lv[0][1], lv[1][1]] == [0.85, 0.95]  # ± CI95
+    assert [mean[0][1], mean[1][1]] == [0.8, 0.8]  # NaN CI (one seed): a zero-length bar, not a NaN one
 
 
 def test_pairs_grid_puts_each_image_beside_its_coloured_mask():
