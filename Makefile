@@ -73,13 +73,17 @@ notebooks: $(EXECUTED_NB)
 # An executed notebook is as old as the code that made its numbers: a change under medgan/ re-executes it
 # (medgan.experiments then redoes only the runs/sets/U-Nets whose code version or config hash changed,
 # moving the stale ones aside as <name>.stale-<version>).
+# The kernel draws inline whatever MPLBACKEND the caller exports (Agg would leave the pages without figures);
+# book/publish.py hides the injected-parameters cell (kept for nbval) and moves stderr to book/executed/<name>.log.
 MEDGAN_SRC   := $(shell find medgan -name '*.py' 2>/dev/null)
 
 $(EXECUTED)/%.ipynb: notebooks/%.ipynb $(MEDGAN_SRC) | $(STAMP)
 	@mkdir -p $(EXECUTED)
-	$(VENV)/bin/papermill --no-progress-bar --cwd . -k python3 $< $@.tmp.ipynb \
+	env -u MPLBACKEND $(VENV)/bin/papermill --no-progress-bar --cwd . -k python3 $< $@.tmp.ipynb \
 	    -p profile $(PROFILE) -p seed $(SEED) -p data_root $(abspath $(DATA)) -p runs_root $(abspath $(RUNS))
+	$(PY) book/publish.py $@.tmp.ipynb
 	@mv $@.tmp.ipynb $@
+	@rm -f $(basename $@).log; if [ -f $@.tmp.log ]; then mv $@.tmp.log $(basename $@).log; fi
 
 book: setup notebooks
 	$(VENV)/bin/jupyter-book build . --builder html --warningiserror --keep-going --quiet
@@ -88,11 +92,13 @@ book: setup notebooks
 	@echo "Book built: open $(CURDIR)/_build/html/index.html"
 
 # ---------------------------------------------------------------- tests
-test: setup test-unit test-notebooks test-book
+# the book is built from the notebooks test-notebooks executed (jupyter-book only: seconds), then browser-tested
+test: setup test-unit test-notebooks book test-book
 
-# A built book (from `make book`) is checked again for anything that would need the network.
+# A built book (from `make book`) is checked again for anything that would need the network, then every page is
+# opened in headless Chromium with the network cut (no request, console error or broken image; math typeset).
 test-book:
-	@if [ -d _build/html ]; then $(PY) book/offline_check.py _build/html; \
+	@if [ -d _build/html ]; then $(PY) book/offline_check.py _build/html && $(PY) book/browser_check.py _build/html; \
 	else echo "test-book: no _build/html (run 'make book' to build and check it)"; fi
 
 lint: $(STAMP)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 REMOTE_ASSET = re.compile(r"""<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)=["'](?:https?:)?//[^"']+["']""", re.I)
 REMOTE_CONST = re.compile(r'const THEBE_JS_URL = "https?://[^"]*"')
+THEBE_SCRIPT = re.compile(r"<script>const THEBE_JS_URL = [^<]*</script>")
 
 
 def main(html_dir: str) -> int:
@@ -26,6 +27,16 @@ def main(html_dir: str) -> int:
     for page in pages:
         text = page.read_text(encoding="utf-8")
         fixed = REMOTE_CONST.sub('const THEBE_JS_URL = ""', text)
+        # jupyter-book 1.x writes sphinx-thebe's constants script twice: the second `const` throws in every
+        # reader's console ("Identifier 'THEBE_JS_URL' has already been declared"); keep the first only
+        first = True
+
+        def once(m: re.Match) -> str:
+            nonlocal first
+            keep, first = first, False
+            return m.group(0) if keep else ""
+
+        fixed = THEBE_SCRIPT.sub(once, fixed)
         if fixed != text:
             page.write_text(fixed, encoding="utf-8")
         bad += [f"{page.relative_to(root)}: {m.group(0)[:120]}" for m in REMOTE_ASSET.finditer(fixed)]

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medgan import bench, generate, sweep
+from medgan import bench, export, generate, sweep, turing
+from medgan.beyond import recon
+from medgan.classify import commands as classify_commands
 from medgan.data import commands as data_commands
 from medgan.errors import UserError
 from medgan.metrics import commands as metric_commands
@@ -25,10 +27,14 @@ COMMANDS = (
     data_commands,     # medgan data phantom|prepare|info
     train_commands,    # medgan train
     generate,          # medgan generate
+    export,            # medgan export
     metric_commands,   # medgan fid
     segment_commands,  # medgan segment
+    classify_commands,  # medgan classify
+    recon,             # medgan recon (pix2pix / L1 U-Net reconstruction from undersampled k-space)
     sweep,             # medgan sweep
     bench,             # medgan bench train|fid
+    turing,            # medgan turing deck|score
 )
 
 

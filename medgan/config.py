@@ -42,6 +42,8 @@ CHOICES: dict[str, tuple] = {
     "model.g_norm": NORMS,
     "model.d_norm": NORMS,
     "model.init": INITS,
+    "model.cond_d": ("projection", "concat"),
+    "loss.divergence": ("kl", "rkl", "js", "pearson", "hellinger"),  # = medgan.losses.fgan.DIVERGENCES
 }
 
 # The paper's Table 1 search space (the sweep samples from it).
@@ -103,6 +105,11 @@ class ModelConfig:
     d_layers: int = 4  # SPADE: 4x4 convs per PatchGAN scale (NVlabs/SPADE's n_layers_D)
     spade_upsampling: str = "normal"  # SPADE: num_upsampling_layers normal | more | most (5 | 6 | 7 doublings)
     spade_z: bool = False  # SPADE: False = upstream (G starts from the mask, z ignored); True = fc(z) start
+    # label conditioning (medgan.models.conditional; DCGAN backbone only): "" = unconditional | group | phase | group,phase
+    condition: str = ""
+    cond_d: str = "projection"  # how D takes the label: projection (Miyato & Koyama 2018) | concat (one-hot maps)
+    info_cat: int = 0  # InfoGAN: categories of the categorical code (0 = none)
+    info_cont: int = 0  # InfoGAN: number of continuous codes U(-1, 1) (0 = none)
 
     def __post_init__(self) -> None:
         _check_choices(self, "model")
@@ -127,6 +134,16 @@ class LossConfig:
     r1_gamma: float = 0.0  # R1 penalty weight (StyleGAN2)
     r1_interval: int = 16  # lazy regularisation interval
     pl_weight: float = 0.0  # path-length regularisation (StyleGAN2)
+    info_weight: float = 1.0  # InfoGAN λ of the categorical code (Chen et al. 2016: 1 for discrete codes)
+    info_cont_weight: float = 0.1  # InfoGAN λ of the continuous codes (smaller, as Chen et al. advise)
+    divergence: str = "js"  # f-GAN (loss.name=fgan): kl | rkl | js | pearson | hellinger (Nowozin et al. Table 2)
+    ebgan_margin: float = 1.0  # EBGAN margin m on the per-pixel reconstruction MSE (see medgan.losses.ebgan)
+    pt_weight: float = 0.1  # EBGAN pulling-away term weight (Zhao et al. 2017: 0.1)
+    # reconstruction (loss.name=pix2pix; medgan.losses.pix2pix): GANS["pix2pix"] sets l1_weight=100 (Isola et al.)
+    l1_weight: float = 0.0  # λ_L1 on |G(x) - y|
+    adv_weight: float = 1.0  # weight of the adversarial term (0 = the L1-only U-Net, --gan recon-l1)
+    acceleration: float = 4.0  # k-space undersampling factor of the Cartesian masks (4 or 8 in the experiment)
+    center_fraction: float = 0.0  # fully sampled centre lines / width; 0 = fastMRI's 0.32/acceleration (0.08 at 4x)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -135,6 +152,9 @@ class LossConfig:
             raise ConfigError("loss weights (clip, gp_weight, fm_weight, vgg_weight) must be >= 0")
         if self.n_critic < 1:
             raise ConfigError(f"loss.n_critic must be >= 1, got {self.n_critic}")
+        _check_choices(self, "loss")
+        if self.ebgan_margin <= 0 or self.pt_weight < 0:
+            raise ConfigError(f"loss.ebgan_margin ({self.ebgan_margin}) must be > 0, loss.pt_weight ({self.pt_weight}) >= 0")
 
 
 @dataclass(frozen=True)
@@ -367,15 +387,54 @@ class Profile:
     features: str  # FID feature extractor
     phantoms: bool  # may write phantoms where the raw data is missing (never in ``paper``)
     train_knobs: tuple[str, ...] = ()  # extra --set knobs for GAN training
+    # per-GAN --set knobs on top of train_knobs (medgan.experiments.trained_run): the quick profile shrinks the two
+    # big models (StyleGAN2, SPADE) to CPU size; the paper profile has none (the models stay the published ones)
+    gan_knobs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     unet_seeds: int = 3
     unet_knobs: dict = field(default_factory=dict)  # UNetConfig fields
+    # The book's Table 1 sweep (notebook 03): trials per GAN per dataset, each trial's length/batch/image size,
+    # the metric's sample count, knobs fixed for every trial and Table 1 knobs sampled from a subset ("k=v1|v2").
+    sweep_trials: int = 100
+    sweep_kimg: float = 200.0
+    sweep_batch: int = 64
+    sweep_size: int | None = None
+    sweep_metric_n: int = 0
+    sweep_pruner: str = "median"
+    sweep_knobs: tuple[str, ...] = ()
+    sweep_restrict: tuple[str, ...] = ()
 
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
         name="quick", size=64, kimg=8.0, batch=32, n_generate=96, features="inception-random", phantoms=True,
-        train_knobs=("g_filters=32", "d_filters=32", "tick_kimg=0.5", "snapshot_kimg=4.0"),
+        train_knobs=("g_filters=32", "d_filters=32", "tick_kimg=0.5", "snapshot_kimg=4.0",
+                     "loss.vgg_features=vgg16-random"),  # used only when a swept best config turns the VGG term on
+        # StyleGAN2 24 M -> 0.35 M parameters per network, SPADE's G 29 M -> 2.3 M at 64² (minutes, not hours, on a CPU)
+        gan_knobs={"stylegan2": ("model.channel_base=2048", "model.channel_max=64", "model.mapping_layers=2",
+                                 "model.w_dim=64", "model.latent_dim=64"),
+                   "spade": ("model.g_filters=16", "model.d_filters=16", "model.channel_max=128",
+                             "model.spade_hidden=32")},
         unet_seeds=1, unet_knobs={"depth": 3, "width": 16, "max_epochs": 8, "patience": 3},
+        # 2 trials x 5 GANs x 3 datasets of 64 images each at 32², FID on 32 samples (Inception's forward pass is
+        # most of a trial's time on a CPU), the small filter counts, random-weight VGG
+        sweep_trials=2, sweep_kimg=0.064, sweep_batch=16, sweep_size=32, sweep_metric_n=32, sweep_pruner="none",
+        sweep_knobs=("loss.vgg_features=vgg16-random", "tick_kimg=0.064", "snapshot_kimg=0.064"),
+        sweep_restrict=("model.g_filters=16|32", "model.d_filters=16|32|64"),
+    ),
+    # Every step of every notebook at toy size (tests/test_notebook_params.py reruns the notebooks with it): 32² phantoms,
+    # 64 images of training, 16 generated pairs, a one-epoch U-Net. Its numbers mean nothing; it proves the code runs.
+    "smoke": Profile(
+        name="smoke", size=32, kimg=0.064, batch=16, n_generate=16, features="inception-random", phantoms=True,
+        train_knobs=("g_filters=16", "d_filters=16", "tick_kimg=0.032", "snapshot_kimg=0.064",
+                     "loss.vgg_features=vgg16-random"),
+        gan_knobs={"stylegan2": ("model.channel_base=1024", "model.channel_max=32", "model.mapping_layers=2",
+                                 "model.w_dim=32", "model.latent_dim=32"),
+                   "spade": ("model.g_filters=8", "model.d_filters=8", "model.channel_max=64",
+                             "model.spade_hidden=16")},
+        unet_seeds=1, unet_knobs={"depth": 2, "width": 8, "max_epochs": 1, "patience": 1},
+        sweep_trials=1, sweep_kimg=0.032, sweep_batch=16, sweep_size=32, sweep_metric_n=16, sweep_pruner="none",
+        sweep_knobs=("loss.vgg_features=vgg16-random", "tick_kimg=0.032", "snapshot_kimg=0.032"),
+        sweep_restrict=("model.g_filters=16", "model.d_filters=16"),
     ),
     "paper": Profile(
         name="paper", size=None, kimg=1000, batch=64, n_generate=10000, features="inception", phantoms=False,

@@ -40,6 +40,10 @@ class RawFormatError(UserError, ValueError):
     """A raw dataset file is missing, unreadable or not what its format promises; the message names it."""
 
 
+class InputTooLargeError(RawFormatError):
+    """Converting a raw file would allocate more than ``$MEDGAN_MAX_ARRAY_GB``; checked before allocating."""
+
+
 class PreparedFormatError(UserError, ValueError):
     """A prepared folder is missing, incomplete or inconsistent; the message names the file."""
 
@@ -48,9 +52,25 @@ class CheckpointError(UserError):
     """A checkpoint is missing, empty, corrupt or belongs to another configuration."""
 
 
+class RunLockedError(UserError):
+    """Another live process holds the run folder's lock (``train.lock``); the message names it."""
+
+
+class DiskFullError(UserError, OSError):
+    """A write failed for lack of space (ENOSPC/EDQUOT); the previous file under that name is kept."""
+
+
 class IncompatibleSetsError(UserError):
     """Two prepared sets cannot be compared or mixed (channels, image size or labels differ)."""
 
 
 class FeatureInputError(UserError):
     """Images handed to a feature extractor have the wrong shape, range or channel count."""
+
+
+class AnswerSheetError(UserError, ValueError):
+    """A visual Turing test's answer key or a rater's answer CSV is malformed; the message names file and line."""
+
+
+class NnunetFormatError(UserError, ValueError):
+    """A folder breaks one of nnU-Net v2's raw-dataset rules; the message names the file and the rule."""

@@ -27,12 +27,16 @@ from typing import Any
 from medgan.config import PROFILES, Profile, get_profile  # noqa: F401  (the notebooks read profiles here)
 from medgan.data import ensure_prepared
 from medgan.data.prepared import PreparedSet, load_prepared
+from medgan.errors import RunLockedError
 from medgan.generate import generate
 from medgan.io import jsonable, sha256_files, write_json
 from medgan.runtime import code_version
 from medgan.segmentation import UNetConfig, segment
+from medgan.sweep.analysis import BEST_FILE, best_overrides
+from medgan.sweep.study import SweepConfig, run_sweep
 from medgan.training import make_config, run_training
 from medgan.training import run_status as read_status
+from medgan.training.runs import lock_holder
 
 REUSABLE_RUN_STATUS = ("finished", "diverged")  # a diverged run is a result too (status.json says why)
 INPUTS_FILE = "inputs.json"  # next to segment.json: content hashes of the sets that U-Net result used
@@ -129,20 +133,38 @@ def run_staleness(run_dir, cfg, real: PreparedSet | None = None) -> str | None:
 
 
 def trained_run(real: PreparedSet, gan: str, profile: str, *, runs_root="runs", seed: int = 0,
-                kimg: float | None = None, batch: int | None = None, overrides=(), progress: bool | None = None) -> Path:
+                kimg: float | None = None, batch: int | None = None, overrides=(), progress: bool | None = None,
+                suffix: str = "") -> Path:
     """Train ``gan`` on ``real`` unless a current run of that name exists (``run_staleness``); returns the folder.
 
-    A stale run is renamed ``<name>.stale-<its code version or config hash>`` and the run is trained anew.
+    A stale run is renamed ``<name>.stale-<its code version or config hash>`` and the run is trained anew;
+    an interrupted one (its process killed) of this code and config is resumed; a live one raises.
     """
     p = get_profile(profile)
-    run_dir = Path(runs_root) / f"{real.root.name}-{gan}-{profile}"
-    knobs = list(p.train_knobs) + list(overrides) + [f"seed={seed}"]
+    run_dir = Path(runs_root) / f"{real.root.name}-{gan}-{profile}{suffix}"
+    knobs = list(p.train_knobs) + list(p.gan_knobs.get(gan, ())) + list(overrides) + [f"seed={seed}"]
     cfg = make_config(out=run_dir, data=real.root, gan=gan, kimg=kimg or p.kimg, batch=batch or p.batch, overrides=knobs)
+    # the sample grid draws distinct training masks for a conditional G: no more cells than the set has slices
+    # (IDRiD's quick split holds 6); grid is resume-free, so this never changes which run is reused
+    cfg = dataclasses.replace(cfg, grid=min(cfg.grid, len(real.indices(cfg.split))))
     reason = run_staleness(run_dir, cfg, real)
     if reason is None:
         return run_dir
+    if reason == "status running":  # a live process trains it: never move its folder away under it
+        raise RunLockedError(f"{run_dir} is being trained by {lock_holder(run_dir)}: wait for it or stop it")
+    if reason == "status interrupted" and _resumable(run_dir, cfg, real):
+        return run_training(cfg, resume=True, progress=progress)  # a killed run continues where it stopped
     _set_aside(run_dir, reason, _stale_tag(_read_json(run_dir / "config.json") or {}))
     return run_training(cfg, progress=progress)
+
+
+def _resumable(run_dir: Path, cfg, real: PreparedSet) -> bool:
+    """An interrupted run continues (rather than starting over) when this code made it from ``cfg`` on
+    ``real`` and it has not gone past ``cfg.kimg``."""
+    info = _read_json(run_dir / "config.json") or {}
+    return (info.get("config_hash") == cfg.hash() and info.get("code_version") == code_version()
+            and (info.get("dataset") or {}).get("content_sha256") == real.content_sha256
+            and float(run_status(run_dir).get("kimg") or 0.0) <= cfg.kimg)
 
 
 def generated_staleness(out_dir, run_dir, *, n: int, seed: int) -> str | None:
@@ -221,6 +243,44 @@ def segmentation(train_dirs, test: PreparedSet, out_dir, *, seeds: int, augment:
     result = segment(train_dirs, test.root, seeds=seeds, augment=augment, cfg=cfg, out_dir=out_dir, progress=progress)
     write_json(out_dir / INPUTS_FILE, _segment_inputs(train_dirs, test))
     return result
+
+
+def swept(real: PreparedSet, gan: str, profile: str, *, runs_root="runs", seed: int = 0, trials: int | None = None,
+          storage: str = "", progress: bool | None = None):
+    """The profile's Table 1 sweep of ``gan`` on ``real`` (``medgan.sweep``), run or continued until it holds its
+    trials; returns its trials table. The folder is ``{runs_root}/sweep-<prepared set>-<profile>/<gan>`` (its SQLite
+    study unless ``storage`` is given). A finished sweep made by other code or settings is moved aside (stale) and
+    run anew; an unfinished one (a killed notebook) is continued: Optuna re-queues the trial that was running."""
+    p = get_profile(profile)
+    out = Path(runs_root) / f"sweep-{real.root.name}-{profile}" / gan
+    cfg = SweepConfig(data=str(real.root), gan=gan, out=str(out), trials=trials or p.sweep_trials, kimg=p.sweep_kimg,
+                      batch=p.sweep_batch, seed=seed, storage=storage, study=f"{real.root.name}-{gan}",
+                      metric="fid", metric_features=p.features, metric_n=p.sweep_metric_n, fixed=p.sweep_knobs,
+                      restrict=p.sweep_restrict, pruner=p.sweep_pruner)
+    done = _read_json(out / "sweep.json")
+    if done is not None and not storage:
+        stale = done.get("code_version") != code_version() or done.get("config") != jsonable(
+            {**dataclasses.asdict(cfg), "fixed": list(cfg.fixed), "restrict": list(cfg.restrict)})
+        if stale:
+            _set_aside(out, "made by other code or settings", done.get("code_version") or "unknown")
+    return run_sweep(cfg, progress=progress)
+
+
+def sweep_best_file(profile: str, *, runs_root="runs") -> Path:
+    """Where notebook 03 writes the best configuration per dataset × GAN and notebook 05 reads it."""
+    return Path(runs_root) / f"{profile}-{BEST_FILE}"
+
+
+def table2_run(real: PreparedSet, gan: str, profile: str, *, runs_root="runs", seed: int = 0,
+               progress: bool | None = None) -> tuple[Path, list[str]]:
+    """The run Table 2 (and Figs 5/6, the Turing test) use for ``gan``: trained with its swept best configuration from
+    notebook 03 (``<name>-swept``) when the sweep holds one for this dataset, else with the GAN's defaults (SPADE and
+    StyleGAN2, which the paper did not sweep either, or no sweep yet). Returns (run folder, the knobs applied)."""
+    best_file = sweep_best_file(profile, runs_root=runs_root)
+    knobs = best_overrides(best_file, real.name, gan) if best_file.is_file() else []
+    run_dir = trained_run(real, gan, profile, runs_root=runs_root, seed=seed, overrides=knobs, progress=progress,
+                          suffix="-swept" if knobs else "")
+    return run_dir, knobs
 
 
 # ---------------------------------------------------------------------------------------------

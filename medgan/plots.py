@@ -6,11 +6,13 @@ phantom figure pass for the real datasets.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Sequence
 
 import numpy as np
 
+from medgan.config import get_profile
 from medgan.data.prepared import SPLITS, PreparedSet
 from medgan.errors import InputNotFoundError
 from medgan.images import colorize_mask, image_to_display, overlay  # noqa: F401  (part of the plotting API)
@@ -210,5 +212,51 @@ def umap_figure(embeddings: dict, title: str = ""):
     axes[0][0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def model_note(profile: str, gans: Sequence[str], *, knobs: bool = False) -> str:
+    """What a caption must add when the profile shrinks a GAN (``Profile.gan_knobs``): ``""`` or
+    ``"; stylegan2, spade shrunk for the CPU (profile quick)"`` (``knobs``: each GAN's knobs listed too)."""
+    shrunk = {g: k for g, k in get_profile(profile).gan_knobs.items() if g in gans and k}
+    if not shrunk:
+        return ""
+    if knobs:
+        return "".join(f"; {g} shrunk for the CPU ({', '.join(k)})" for g, k in shrunk.items())
+    return f"; {', '.join(shrunk)} shrunk for the CPU (profile {profile})"
+
+
+def table_html(df, caption: str, *, index: bool = True) -> str:
+    """``df`` as an HTML table headed by ``caption``, in a box that scrolls sideways when the table is wider than
+    the page (book/_static/medgan.css) instead of a fixed-width text dump squeezed into the text column."""
+    table = df.to_html(index=index, border=0, na_rep="n/a", classes="medgan-table")
+    head, rest = table.split(">", 1)  # the opening <table ...> tag
+    return f'<div class="medgan-scroll">{head}><caption>{html.escape(caption)}</caption>{rest}</div>'
+
+
+def samples_figure(real: dict, generated: dict, seed: int = 0, title: str = ""):
+    """The paper's Fig 5: per dataset (row) a real example, then one sample of each GAN, each as image | coloured
+    mask. ``real[name]`` is the real prepared set, ``generated[name][gan]`` that GAN's generated set."""
+    import matplotlib.pyplot as plt
+
+    gans = list(dict.fromkeys(g for row in generated.values() for g in row))
+    cols = 1 + len(gans)
+    fig, axes = plt.subplots(len(real), 2 * cols, figsize=(1.25 * 2 * cols, 1.6 * len(real)), squeeze=False)
+    for row, (name, ps) in zip(axes, real.items(), strict=True):
+        for ax in row:
+            ax.axis("off")
+        shown = [("real", ps, int(pick_examples(ps, 1, seed)[0]))]
+        shown += [(g, generated[name][g], int(np.random.default_rng(seed).integers(len(generated[name][g]))))
+                  for g in gans if g in generated[name]]
+        for label, s, i in shown:
+            j = 2 * (0 if label == "real" else 1 + gans.index(label))
+            img = image_to_display(s.images[i])
+            row[j].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+            row[j + 1].imshow(colorize_mask(s.masks[i]))
+            row[j].set_title(label, fontsize=8, loc="left")
+        row[0].text(-0.1, 0.5, name, transform=row[0].transAxes, rotation=90, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig

@@ -193,11 +193,11 @@ def test_other_seeds_draw_other_splits(acdc_raw, tmp_path):
     assert len(vals) > 1 and len(tests) == 1  # val is drawn, test is the official one
 
 
-def test_registry_lists_the_three_datasets():
+def test_registry_lists_the_three_datasets_and_the_nnunet_reader():
     from medgan.data.prepare import PREPARERS
 
-    assert PREPARERS.names() == ["acdc", "idrid", "sliver07"]
-    with pytest.raises(KeyError, match="known: acdc, idrid, sliver07"):
+    assert PREPARERS.names() == ["acdc", "idrid", "nnunet", "sliver07"]
+    with pytest.raises(KeyError, match="known: acdc, idrid, nnunet, sliver07"):
         PREPARERS["brats"]
 
 

@@ -32,8 +32,8 @@ def test_paper_profile_prepares_a_real_download_it_is_given(tmp_path, idrid_raw)
 
 
 def test_profiles_are_one_table():
-    assert get_profile("quick").phantoms and not get_profile("paper").phantoms
-    assert set(PROFILES) == {"quick", "paper"}
+    assert get_profile("quick").phantoms and get_profile("smoke").phantoms and not get_profile("paper").phantoms
+    assert set(PROFILES) == {"quick", "paper", "smoke"}  # smoke: toy sizes for notebook reruns in tests
     assert (get_profile("paper").kimg, get_profile("quick").kimg) == (1000, 8.0)  # book/deviations.md, training length
     with pytest.raises(ConfigError, match="unknown profile 'fast'"):
         get_profile("fast")

@@ -121,9 +121,9 @@ def test_run_of_other_length_or_unfinished_is_not_reused(real, run, train):
     train(real, run.parent, kimg=2 * KIMG)  # kimg is outside the config hash (a resume may raise it)
     assert len(stale_siblings(run)) == 1
     assert json.loads((run / "config.json").read_text())["config"]["kimg"] == 2 * KIMG
-    edit_json(run / "status.json", status="running")  # an interrupted run
+    edit_json(run / "status.json", status="running")  # what a killed run leaves: resumed in place, not set aside
     train(real, run.parent, kimg=2 * KIMG)
-    assert len(stale_siblings(run)) == 2  # the second one got a free name, the first one is kept
+    assert len(stale_siblings(run)) == 1 and "resumed_from_kimg" in json.loads((run / "config.json").read_text())
     assert experiments.run_status(run)["status"] == "finished"
 
 

@@ -181,3 +181,20 @@ def test_conditional_run_can_draw_the_training_masks_unchanged(cond_run, run, di
     with pytest.raises(ValueError, match="warped, training"):
         generate(cond_run, 3, tmp_path / "bad", masks="copied", progress=False)
     capsys.readouterr()
+
+
+def test_conditional_run_refuses_masks_of_a_set_it_did_not_train_on(cond_run, small_discs, tmp_path):
+    """A run's recorded dataset root is followed only to the very set its GAN trained on (content hash)."""
+    import shutil
+
+    from medgan.errors import CheckpointError
+
+    doctored = tmp_path / "run"
+    shutil.copytree(cond_run, doctored)
+    ckpt = doctored / "checkpoint-last.pt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state["dataset"] = {**state["dataset"], "root": str(small_discs)}  # another set, same format
+    torch.save(state, ckpt)
+    with pytest.raises(CheckpointError, match="is not the set run"):
+        generate(doctored, 4, tmp_path / "gen", batch=2, progress=False)
+    assert not (tmp_path / "gen").exists()

@@ -54,3 +54,12 @@ def test_missing_mathjax_or_pages_fail(tmp_path, capsys):
     root = book(tmp_path, {"index.html": GOOD}, mathjax=False)
     assert offline_check.main(str(root)) == 1
     assert "mathjax" in capsys.readouterr().err
+
+
+def test_the_doubled_thebe_constants_script_is_written_once(tmp_path):
+    """jupyter-book writes it twice; the second `const` would throw in every reader's console."""
+    script = '<script>const THEBE_JS_URL = "https://unpkg.com/thebe"; const thebe_selector = ".thebe"</script>'
+    root = book(tmp_path, {"index.html": GOOD, "book/executed/01.html": f"<html>{script}\n{script}<img src='x.png'></html>"})
+    assert offline_check.main(str(root)) == 0
+    page = (root / "book" / "executed" / "01.html").read_text()
+    assert page.count("THEBE_JS_URL") == 1 and 'const THEBE_JS_URL = ""' in page

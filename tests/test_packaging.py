@@ -57,6 +57,7 @@ def test_cli_has_one_command_per_arrow_of_the_data_flow():
 
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(commands) == {"data", "train", "generate", "fid", "segment", "sweep", "bench"}
+    assert set(commands) == {"data", "train", "generate", "export", "fid", "segment", "classify", "recon", "sweep",
+                             "turing", "bench"}
     bench = next(a for a in commands["bench"]._actions if a.dest == "bench").choices
     assert {"train", "fid"} <= set(bench)

@@ -75,7 +75,7 @@ def test_rank_zero_is_the_only_writer(runs):
     assert info["world_size"] == 2
     assert [s["tick"] for s in read_stats(two)] == [1, 2, 3, 4]  # one line per tick, not one per rank
     assert sorted(p.name for p in two.iterdir() if not p.name.startswith("samples-")) == [
-        "checkpoint-last.pt", "config.json", "stats.jsonl", "status.json"]
+        "checkpoint-last.pt", "checkpoint-prev.pt", "config.json", "stats.jsonl", "status.json", "train.lock"]
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medgan.config import get_profile
+from medgan.data import nnunet  # noqa: F401  (registers the 'nnunet' preparer: nnU-Net's raw layout)
 from medgan.data.phantoms import write_phantom
 from medgan.data.prepare import prepare
 from medgan.data.prepared import PreparedSet, load_prepared

@@ -9,6 +9,7 @@ import sys
 from medgan.data.phantoms import write_phantom
 from medgan.data.prepare import prepare
 from medgan.data.prepared import describe, load_prepared
+from medgan.data.subset import add_cli as add_subset_cli
 from medgan.errors import UserError
 
 DATASETS = ("acdc", "sliver07", "idrid")
@@ -46,7 +47,7 @@ def _info(args: argparse.Namespace) -> int:
 
 def add_cli(subparsers) -> None:
     p = subparsers.add_parser("data", help="make phantoms, prepare raw datasets, describe prepared sets")
-    sub = p.add_subparsers(dest="data_command", metavar="{phantom,prepare,info}")
+    sub = p.add_subparsers(dest="data_command", metavar="{phantom,prepare,info,subset}")
     sub.required = True
 
     ph = sub.add_parser("phantom", help="write a synthetic dataset in the real raw layout")
@@ -59,7 +60,7 @@ def add_cli(subparsers) -> None:
     ph.set_defaults(func=_phantom)
 
     pr = sub.add_parser("prepare", help="convert a raw dataset into the prepared format")
-    pr.add_argument("dataset", choices=DATASETS)
+    pr.add_argument("dataset", choices=(*DATASETS, "nnunet"))  # nnunet: a DatasetXXX_Name folder (medgan.data.nnunet)
     pr.add_argument("--raw", required=True, metavar="RAW_DIR")
     pr.add_argument("--out", required=True, metavar="PREPARED_DIR")
     pr.add_argument("--size", type=int, default=None, help="output image side (default: the paper's)")
@@ -74,3 +75,5 @@ def add_cli(subparsers) -> None:
     info.add_argument("prepared_dir", metavar="PREPARED_DIR")
     info.add_argument("--json", action="store_true", help="print dataset.json (+ num_slices) as JSON")
     info.set_defaults(func=_info)
+
+    add_subset_cli(sub)  # medgan data subset (medgan.data.subset)

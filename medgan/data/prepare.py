@@ -70,6 +70,8 @@ class Preparer:
     geometry: Callable[[int], dict[str, Any]]  # size -> spacing / orientation description
     extra_arrays: dict[str, str] = field(default_factory=dict)
     default_val_fraction: float = 0.2
+    # a layout that describes itself (nnU-Net's dataset.json): raw_dir -> the Preparer for that folder
+    for_folder: Callable[[Path], Preparer] | None = None
 
 
 PREPARERS: Registry[Preparer] = Registry("preparer")
@@ -149,9 +151,14 @@ def convert_cardiac_volume(vol: formats.CardiacVolume, size: int, path: Path) ->
 
     spacing = acdc_spacing(size)
     _, row_mm, col_mm = vol.spacing
-    if row_mm <= 0 or col_mm <= 0:
-        raise RawFormatError(f"{path}: non-positive pixel spacing ({row_mm}, {col_mm}) in the header")
+    if not (np.isfinite(row_mm) and np.isfinite(col_mm) and row_mm > 0 and col_mm > 0):
+        raise RawFormatError(f"{path}: non-positive or non-finite pixel spacing ({row_mm}, {col_mm}) in the header")
     factors = (1.0, row_mm / spacing, col_mm / spacing)
+    # the shape scipy's zoom will allocate, checked first: a spacing 1000x too large asks for ~10^6x the memory
+    out_shape = (vol.image.shape[0], *(int(round(n * f)) for n, f in zip(vol.image.shape[1:], factors[1:], strict=True)))
+    formats.check_array_size(path, out_shape, 4 * 3, f"resampling to {spacing:.3g} mm (image, mask, normalised copy)")
+    if min(out_shape) < 1:
+        raise RawFormatError(f"{path}: pixel spacing ({row_mm:g}, {col_mm:g}) mm resamples the image to nothing")
     image = zoom(vol.image, factors, order=1)
     mask = zoom(vol.mask, factors, order=0)
     image, lo, hi = percentile_normalise(image, path)
@@ -389,6 +396,8 @@ def prepare(
     """
     preparer = PREPARERS[dataset]
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    if preparer.for_folder is not None:  # channels, labels, size come from the folder itself
+        preparer = preparer.for_folder(raw_dir)
     if out_dir.exists() and not overwrite:
         raise OutputExistsError(f"output directory {out_dir} already exists (pass --overwrite to replace it)")
     if out_dir.exists() and raw_dir.resolve().is_relative_to(out_dir.resolve()):
@@ -399,7 +408,8 @@ def prepare(
     if val_fraction is not None and not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
 
-    entries, notes = preparer.find(raw_dir)
+    with formats.quiet_readers():
+        entries, notes = preparer.find(raw_dir)
     if not entries:
         raise RawFormatError(f"{raw_dir}: no {dataset} cases found")
     if val_fraction is None:
@@ -431,7 +441,8 @@ def prepare(
                         overwrite=overwrite, extra_arrays=preparer.extra_arrays) as writer:
         i = 0
         for entry in progress_bar(entries, progress=progress, desc=f"prepare {dataset}", unit="case"):
-            conv = preparer.convert(entry, size)
+            with formats.quiet_readers():
+                conv = preparer.convert(entry, size)
             if i + len(conv.images) > n or len(conv.images) != entry.n_slices:
                 raise RawFormatError(f"{entry.input_files()[0]}: {len(conv.images)} slices read, the header promised {entry.n_slices}")
             for k in range(len(conv.images)):

@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from medgan.data.verify import check_arrays, check_meta, hash_content, verify_content
 from medgan.errors import IncompatibleSetsError, OutputExistsError, PreparedFormatError
-from medgan.io import sha256_files, write_json
+from medgan.io import sha256_files, write_json  # noqa: F401 - sha256_files re-exported for callers
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -135,6 +136,8 @@ class PreparedWriter:
         self.n, self.channels, self.size = int(n), int(channels), int(size)
         self.meta = dict(meta)
         self.overwrite = overwrite
+        # parents this writer creates are removed again if it fails: a failure leaves the tree as it was
+        self._made = [p for p in (self.out_dir.parent, *self.out_dir.parent.parents) if not p.exists()]
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self.tmp_dir = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-", dir=self.out_dir.parent))
         fmt = np.lib.format
@@ -185,7 +188,7 @@ class PreparedWriter:
         for k, v in self.extra.items():
             np.save(self.tmp_dir / f"{k}.npy", v)
         meta = self._finish_meta()
-        meta["content_sha256"] = sha256_files([self.tmp_dir / "images.npy", self.tmp_dir / "masks.npy"])
+        meta["content_sha256"], meta["files_sha256"] = hash_content(self.tmp_dir)
         write_json(self.tmp_dir / "dataset.json", meta)
         if self.out_dir.exists():
             shutil.rmtree(self.out_dir)
@@ -197,6 +200,11 @@ class PreparedWriter:
             if hasattr(self, name):
                 delattr(self, name)
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        for parent in self._made:  # innermost first; stops at the first one something else has filled
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
     def __enter__(self) -> PreparedWriter:
         return self
@@ -356,8 +364,13 @@ def parse_split(split: str | Sequence[str]) -> set[str]:
     return wanted
 
 
-def load_prepared(root: str | os.PathLike, mmap: bool = True) -> PreparedSet:
-    """Open a prepared folder; raise ``PreparedFormatError`` naming the file when it is broken."""
+def load_prepared(root: str | os.PathLike, mmap: bool = True, *, verify: bool = True) -> PreparedSet:
+    """Open a prepared folder; raise ``PreparedFormatError`` naming the file when it is broken.
+
+    Every load checks ``dataset.json`` and the arrays' shapes and dtypes; ``verify`` (default) also
+    checks the content hash, mask labels and image range, once per change of the files
+    (``medgan.data.verify``). Names in ``dataset.json`` never reach outside ``root``.
+    """
     root = Path(root)
     meta_path = root / "dataset.json"
     if not root.is_dir():
@@ -366,34 +379,32 @@ def load_prepared(root: str | os.PathLike, mmap: bool = True) -> PreparedSet:
         raise PreparedFormatError(f"{meta_path} is missing: {root} is not a prepared dataset (run `medgan data prepare`)")
     try:
         meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PreparedFormatError(f"{meta_path} is not valid JSON: {e}") from None
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        raise PreparedFormatError(f"{meta_path} lacks required keys {missing}")
+    names = check_meta(meta_path, meta, REQUIRED_KEYS, SOURCES, SPLITS)
     arrays = {}
-    for name in meta.get("arrays", CORE_ARRAYS):
+    for name in names:
         path = root / f"{name}.npy"
         if not path.is_file():
             raise PreparedFormatError(f"{path} is missing")
         try:
             arrays[name] = np.load(path, mmap_mode="r" if mmap and name in ("images", "masks") else None)
-        except (ValueError, OSError) as e:
-            raise PreparedFormatError(f"{path} is not a readable .npy array: {e}") from None
-    n = len(arrays["images"])
+        except (ValueError, OSError, EOFError, MemoryError) as e:
+            raise PreparedFormatError(f"{path} is not a readable .npy array: {str(e)[:200]}") from None
+    n = len(arrays["images"]) if arrays["images"].ndim else 0
     for name, arr in arrays.items():
-        if len(arr) != n:
-            raise PreparedFormatError(f"{root / (name + '.npy')} has {len(arr)} rows, images.npy has {n}")
+        if arr.ndim < 1 or len(arr) != n:
+            raise PreparedFormatError(f"{root / (name + '.npy')} has {len(arr) if arr.ndim else 0} rows, images.npy has {n}")
     if n == 0:
         raise PreparedFormatError(f"{root} holds no slices")
-    c, h, w = arrays["images"].shape[1:]
-    if c != meta["channels"] or h != meta["image_size"] or w != meta["image_size"]:
+    if arrays["images"].shape[1:] != (meta["channels"], meta["image_size"], meta["image_size"]):
         raise PreparedFormatError(
             f"{root / 'images.npy'} has shape {arrays['images'].shape}, dataset.json says "
             f"{meta['channels']} channels at {meta['image_size']}²"
         )
-    if "content_sha256" not in meta:
-        meta["content_sha256"] = sha256_files([root / f"{k}.npy" for k in ("images", "masks")])
+    check_arrays(root, meta, arrays)
+    if verify or "content_sha256" not in meta:
+        verify_content(root, meta, arrays["images"], arrays["masks"])
     extra = {k: v for k, v in arrays.items() if k not in CORE_ARRAYS}
     return PreparedSet(root, meta, arrays["images"], arrays["masks"], arrays["patients"], arrays["slices"], extra)
 

@@ -8,7 +8,10 @@ the capability flags. The losses: ``classic`` (dcgan, lsgan, wgan, wgan-gp, hing
 from __future__ import annotations
 
 from medgan.losses.base import LOSSES, GANLoss, Terms, build_loss
-from medgan.losses.classic import DCGANLoss, HingeLoss, LSGANLoss, WGANGPLoss, WGANLoss
+from medgan.losses.classic import DCGANLoss, HingeLoss, LSGANLoss, MinimaxLoss, WGANGPLoss, WGANLoss
+from medgan.losses.ebgan import EBGANLoss, margin_loss, pulling_away
+from medgan.losses.fgan import DIVERGENCES, FDivergence, FGANLoss, variational_objective
+from medgan.losses.pix2pix import Pix2PixLoss
 from medgan.losses.spade import SpadeLoss
 from medgan.losses.stylegan2 import StyleGAN2Loss
 from medgan.losses.terms import (
@@ -30,8 +33,17 @@ __all__ = [
     "WGANLoss",
     "WGANGPLoss",
     "HingeLoss",
+    "MinimaxLoss",
+    "FGANLoss",
+    "FDivergence",
+    "DIVERGENCES",
+    "variational_objective",
+    "EBGANLoss",
+    "margin_loss",
+    "pulling_away",
     "StyleGAN2Loss",
     "SpadeLoss",
+    "Pix2PixLoss",
     "feature_matching",
     "gradient_penalty",
     "paired_feature_matching",

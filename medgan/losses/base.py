@@ -4,10 +4,17 @@ A loss object composes G and D (as StyleGAN2-ADA's ``training/loss.py``), so the
 which GAN it trains: it calls the methods and reads the capabilities that ``GANLoss`` declares, and a
 subclass overrides what differs. ``real`` is the joint ``[N, C + K, H, W]`` (image, then the {-1, +1}
 one-hot mask; see ``medgan.models.dcgan``), ``z`` is ``[N, z_dim]``.
+
+Labels (conditional GAN) and InfoGAN codes live here once for every loss built on ``GANLoss``:
+``labels [N]`` int64 class indices reach G and D (the GP's interpolates too) whenever they are given and
+never otherwise, so an unconditional loss calls G and D exactly as before; when D has a Q head
+(``model.info_*``), the InfoGAN term (``medgan.losses.info``) on the fake batch is added to D's and to G's
+objective. A fake is drawn for the real batch's labels, so the fake label distribution is the data's.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +23,9 @@ from torch import nn
 
 from medgan.config import LossConfig
 from medgan.errors import ConfigError
+from medgan.losses.info import info_loss
 from medgan.losses.terms import feature_matching, gradient_penalty, vgg_loss
+from medgan.models.conditional import codes_from_z
 from medgan.models.vgg import load_vgg
 from medgan.registry import Registry
 
@@ -35,9 +44,11 @@ class GANLoss:
     ``D_fake``, the mean raw logits, and every loss term — ``D_adv``, ``D_gp``, ``G_adv``, ``G_fm``,
     ``G_vgg``, ... — plus ``D_total`` / ``G_total``):
 
-    - ``d_loss(real, z, mask_onehot=None, step=0) -> (total, terms)``: D's objective (fake from ``G(z)``
-      without a graph into G);
-    - ``g_loss(real, z, mask_onehot=None, step=0) -> (total, terms)``: G's objective;
+    - ``d_loss(real, z, mask_onehot=None, step=0, labels=None) -> (total, terms)``: D's objective (fake from
+      ``G(z)`` without a graph into G);
+    - ``g_loss(real, z, mask_onehot=None, step=0, labels=None) -> (total, terms)``: G's objective;
+      (``labels [N]`` only for a label-conditional model: the trainer passes the keyword only then, so a
+      loss that overrides these without it still serves unconditional runs)
     - ``d_regularize(real, step) -> (total | None, terms)``: lazy regularisers (default none);
     - ``after_d_step()``: after D's optimiser step (WGAN weight clipping; default nothing);
     - ``state_dict() -> dict`` / ``load_state_dict(state)``: state of the loss object itself that a
@@ -138,24 +149,48 @@ class GANLoss:
         return 1.0 - self.cfg.label_smoothing
 
     # ------------------------------------------------------------------ running G and D
-    def run_G(self, z: torch.Tensor, mask_onehot: torch.Tensor | None, real: torch.Tensor) -> torch.Tensor:
+    def run_G(self, z: torch.Tensor, mask_onehot: torch.Tensor | None, real: torch.Tensor,
+              labels: torch.Tensor | None = None) -> torch.Tensor:
         if getattr(self.G, "conditional", False) and mask_onehot is None:
             mask_onehot = real[:, self.channels :]  # a paired G draws the real batch's masks
-        return self.G(z, mask_onehot)
+        if labels is None:
+            return self.G(z, mask_onehot)
+        return self.G(z, mask_onehot, labels=labels)
 
-    def run_D(self, x: torch.Tensor, return_features: bool = False):
+    def run_D(self, x: torch.Tensor, return_features: bool = False, labels: torch.Tensor | None = None):
         if self.augment_pipe is not None:
             x = self.augment_pipe(x)
-        return self.D(x, return_features=return_features)
+        if labels is None:
+            return self.D(x, return_features=return_features)
+        return self.D(x, labels=labels, return_features=return_features)
+
+    @property
+    def q_head(self) -> nn.Module | None:
+        """InfoGAN's Q head on D's trunk (None: no codes)."""
+        return getattr(getattr(self.D, "_orig_mod", self.D), "q_head", None)
+
+    def info_term(self, z: torch.Tensor, fake_feats: list[torch.Tensor]) -> tuple[torch.Tensor, Terms]:
+        """``λ·(-log Q(c | G(z, c)))`` (``medgan.losses.info``) for the codes z carries, on D's fake features."""
+        G = getattr(self.G, "_orig_mod", self.G)
+        info_cat, info_cont = int(getattr(G, "info_cat", 0)), int(getattr(G, "info_cont", 0))
+        cat, cont = codes_from_z(z, info_cat, info_cont)
+        cat_logits, cont_mean = self.q_head(fake_feats[-1])
+        return info_loss(cat_logits, cont_mean, cat, cont, weight=self.cfg.info_weight,
+                         cont_weight=self.cfg.info_cont_weight, info_cat=info_cat, info_cont=info_cont)
 
     # ------------------------------------------------------------------ the trainer's API
     def d_loss(
-        self, real: torch.Tensor, z: torch.Tensor, mask_onehot: torch.Tensor | None = None, step: int = 0
+        self, real: torch.Tensor, z: torch.Tensor, mask_onehot: torch.Tensor | None = None, step: int = 0,
+        labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Terms]:
         with torch.no_grad():
-            fake = self.run_G(z, mask_onehot, real)
-        real_logits = self.run_D(real)
-        fake_logits = self.run_D(fake)
+            fake = self.run_G(z, mask_onehot, real, labels)
+        real_logits = self.run_D(real, labels=labels)
+        info_on = self.q_head is not None
+        if info_on:
+            fake_logits, fake_feats = self.run_D(fake, return_features=True, labels=labels)
+        else:
+            fake_logits = self.run_D(fake, labels=labels)
         adv = self.d_adv(real_logits, fake_logits)
         total = adv
         terms: Terms = {
@@ -165,27 +200,34 @@ class GANLoss:
         }
         if self.allows_gp and self.cfg.gp_weight > 0:
             # double backward does not go through torch.compile: penalise the eager module it wraps
-            gp = gradient_penalty(getattr(self.D, "_orig_mod", self.D), real, fake)
+            D = getattr(self.D, "_orig_mod", self.D)
+            gp = gradient_penalty(D if labels is None else functools.partial(D, labels=labels), real, fake)
             total = total + self.cfg.gp_weight * gp
             terms["D_gp"] = _scalar(gp)
+        if info_on:
+            info, info_terms = self.info_term(z, fake_feats)
+            total = total + info
+            terms.update({"D_info": _scalar(info), **info_terms})
         terms["D_total"] = _scalar(total)
         return total, terms
 
     def g_loss(
-        self, real: torch.Tensor, z: torch.Tensor, mask_onehot: torch.Tensor | None = None, step: int = 0
+        self, real: torch.Tensor, z: torch.Tensor, mask_onehot: torch.Tensor | None = None, step: int = 0,
+        labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Terms]:
-        fake = self.run_G(z, mask_onehot, real)
+        fake = self.run_G(z, mask_onehot, real, labels)
         fm_on = self.cfg.fm_weight > 0
-        if fm_on:
-            fake_logits, fake_feats = self.run_D(fake, return_features=True)
+        info_on = self.q_head is not None
+        if fm_on or info_on:
+            fake_logits, fake_feats = self.run_D(fake, return_features=True, labels=labels)
         else:
-            fake_logits = self.run_D(fake)
+            fake_logits = self.run_D(fake, labels=labels)
         adv = self.g_adv(fake_logits)
         total = adv
         terms: Terms = {"D_fake": _scalar(fake_logits.mean()), "G_adv": _scalar(adv)}
         if fm_on:
             with torch.no_grad():
-                _, real_feats = self.run_D(real, return_features=True)
+                _, real_feats = self.run_D(real, return_features=True, labels=labels)
             fm = feature_matching(real_feats, fake_feats)
             total = total + self.cfg.fm_weight * fm
             terms["G_fm"] = _scalar(fm)
@@ -194,6 +236,10 @@ class GANLoss:
             vl = vgg_loss(self.vgg, real[:, : self.channels], fake[:, : self.channels], paired=paired)
             total = total + self.cfg.vgg_weight * vl
             terms["G_vgg"] = _scalar(vl)
+        if info_on:
+            info, info_terms = self.info_term(z, fake_feats)
+            total = total + info
+            terms.update({"G_info": _scalar(info), **info_terms})
         terms["G_total"] = _scalar(total)
         return total, terms
 

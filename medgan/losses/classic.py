@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from medgan.losses.base import LOSSES, GANLoss
+from medgan.models.dcgan import NO_EMA
+from medgan.models.registry import GANS, GANSpec
 
 
 @LOSSES.register("dcgan")
@@ -51,6 +53,21 @@ class DCGANLoss(GANLoss):
 
     def g_adv(self, fake_logits):
         return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+@LOSSES.register("minimax")
+class MinimaxLoss(DCGANLoss):
+    """The original game (Goodfellow et al. 2014): D as ``dcgan``; G minimises the *saturating*
+    E log(1 - D(G(z))) = -E softplus(f), whose gradient vanishes while D rejects G's samples confidently."""
+
+    name = "minimax"
+
+    def g_adv(self, fake_logits):
+        return -F.softplus(fake_logits.float()).mean()
+
+
+# Its GAN spec sits beside the loss (a models module may not import losses): the DCGAN backbone, as dcgan.
+GANS.register("minimax")(GANSpec(model="dcgan", loss="minimax", overrides=dict(NO_EMA)))
 
 
 @LOSSES.register("lsgan")

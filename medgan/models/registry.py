@@ -10,6 +10,17 @@ The model contract every trainer/loss/generate call relies on:
   (tanh range [-1, 1]) then K mask-score channels in [-1, 1]; ``onehot_to_mask`` (argmax) gives labels.
   A conditional G returns its input one-hot as the mask channels, so D always sees the joint pair.
 - ``D(joint [N, C + K, H, W]) -> logits [N]``; ``D(joint, return_features=True) -> (logits, [features])``.
+
+Labels and InfoGAN codes (``medgan.models.conditional``; the DCGAN backbone implements them, the others refuse
+the knobs with one ``ConfigError`` via ``conditional.check_label_support``):
+- ``G.num_classes: int`` (0 = unconditional; absent counts as 0). A label-conditional G is called
+  ``G(z, mask_onehot, labels=labels [N] int64)``; ``labels=None`` draws the classes in the proportions of its
+  ``label_prior`` buffer (so the trainer's grids and metric hooks, which pass no labels, still work).
+- ``D(joint, labels=labels [N])`` for a label-conditional D (``labels=None`` there is an error); an
+  unconditional model is never passed ``labels`` (every existing model keeps its two-argument call).
+- InfoGAN: ``G.info_cat`` / ``G.info_cont`` (the codes are computed from the last dims of z:
+  ``conditional.codes_from_z``) and ``D.q_head`` (None when off): ``D.q_head(features[-1]) -> (cat_logits
+  [N, K] | None, cont_mean [N, L] | None)`` on the features ``D(x, return_features=True)`` returns.
 """
 
 from __future__ import annotations

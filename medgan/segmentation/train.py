@@ -27,7 +27,7 @@ from medgan.config import apply_overrides, from_dict, to_dict
 from medgan.data.prepared import PreparedSet, check_compatible, load_prepared
 from medgan.data.transforms import ClassicalAugment
 from medgan.errors import ConfigError, OutputExistsError, UserError
-from medgan.io import append_jsonl, atomic_torch_save, write_json
+from medgan.io import append_jsonl, atomic_torch_save, atomic_write_text, write_json
 from medgan.runtime import amp_dtype, autocast, progress_bar, resolve_device, seed_everything
 from medgan.segmentation.dice import foreground_labels
 from medgan.segmentation.evaluate import evaluate_arrays, split_arrays
@@ -225,7 +225,7 @@ def train_unet(
     write_json(run_dir / "config.json", {"unet": cfg.to_dict(), "data": data, "env": env})
     write_json(run_dir / "status.json", {"status": "running"})
     history_path = run_dir / "history.jsonl"
-    history_path.write_text("")
+    atomic_write_text(history_path, "")
 
     best: dict[str, Any] = {"dice": -math.inf, "epoch": -1, "state": None}
     bad_epochs = 0

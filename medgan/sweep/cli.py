@@ -29,11 +29,11 @@ TEST_HOOK_ENV = "MEDGAN_SWEEP_TEST_HOOK"
 
 def sweep(*, data, gan, out, trials, kimg, batch=64, seed=0, metric="fid", features="inception", metric_n=0,
           storage="", study="", overrides=(), progress=None, pruner="none", report_kimg=0.0, heartbeat=10,
-          grace=60) -> pd.DataFrame:
+          grace=60, restrict=()) -> pd.DataFrame:
     """Python twin of ``medgan sweep`` (one GAN)."""
     cfg = SweepConfig(data=str(data), gan=gan, out=str(out), trials=trials, kimg=kimg, batch=batch, seed=seed,
                       storage=storage or "", study=study or "", metric=metric, metric_features=features,
-                      metric_n=metric_n, fixed=tuple(overrides), pruner=pruner, report_kimg=report_kimg,
+                      metric_n=metric_n, fixed=tuple(overrides), restrict=tuple(restrict), pruner=pruner, report_kimg=report_kimg,
                       heartbeat=heartbeat, grace=grace)
     return run_sweep(cfg, progress=progress)
 
@@ -84,6 +84,9 @@ def add_cli(sub) -> None:
     p.add_argument("--json", action="store_true", help="status: print JSON")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KNOB=VALUE",
                    help="config overrides for every trial; a Table 1 knob set here is not sampled")
+    p.add_argument("--restrict", action="extend", nargs="+", default=[], metavar="KNOB=V1|V2",
+                   help="sample a Table 1 knob from a subset of its values (e.g. 'model.g_filters=16|32' for a "
+                        "CPU-sized sweep); default: the paper's space, exact")
     p.add_argument("--progress", action="store_true", help="show each trial's training progress bar")
     p.set_defaults(func=lambda args: _cmd_sweep(args, p))
 
@@ -126,7 +129,7 @@ def _cmd_sweep(args, parser) -> int:
                       seed=args.seed, metric=args.metric, features=args.features, metric_n=args.metric_n,
                       storage=args.storage, study=study, overrides=args.overrides,
                       progress=True if args.progress else False, pruner=args.pruner, report_kimg=args.report_kimg,
-                      heartbeat=args.heartbeat, grace=args.grace)
+                      heartbeat=args.heartbeat, grace=args.grace, restrict=args.restrict)
         rc = max(rc, _print_result(frame, Path(out), args.metric))
     return rc
 

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from medgan.config import ConfigError
+from medgan.io import atomic_write
 from medgan.sweep.study import SweepConfig, counted_trials, search_space, trials_frame
 
 
@@ -28,7 +29,8 @@ def load_sweep(storage: str, study: str):
         raise ConfigError(f"study {study!r} in {storage} was not made by medgan sweep (no 'sweep' settings)")
     cfg = SweepConfig(data=s["data"], gan=s["gan"], out="-", kimg=s["kimg"], batch=s["batch"], seed=s["seed"],
                       storage=storage, study=study, metric=s["metric"], metric_features=s["metric_features"],
-                      metric_n=s["metric_n"], fixed=tuple(s["fixed"]))
+                      metric_n=s["metric_n"], fixed=tuple(s["fixed"]),
+                      restrict=tuple(s.get("restrict", ())))
     return st, cfg
 
 
@@ -80,7 +82,7 @@ def export_trials(storage: str, study: str, out: str | Path) -> Path:
         except ImportError:
             out = out.with_suffix(".csv")
         else:
-            frame.to_parquet(out, index=False)
+            atomic_write(out, lambda tmp: frame.to_parquet(tmp, index=False))
             return out
-    frame.to_csv(out, index=False)
+    atomic_write(out, lambda tmp: frame.to_csv(tmp, index=False))
     return out

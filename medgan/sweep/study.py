@@ -21,6 +21,7 @@ import pandas as pd
 from medgan.config import TABLE1, ConfigError, TrainConfig, _resolve_key, apply_overrides
 from medgan.data.prepared import load_prepared
 from medgan.io import atomic_write_text, jsonable, read_jsonl, write_json
+from medgan.runtime import code_version
 from medgan.training import make_config, run_status, run_training
 
 SWEEP_GANS = ("dcgan", "lsgan", "wgan", "wgan-gp", "hinge")
@@ -34,7 +35,7 @@ ONLY_FOR = {
     "loss.label_smoothing": ("dcgan", "lsgan"),
 }
 # The sweep's own fields, which a resumed study must share (``trials`` excepted: raising it is the point).
-_STUDY_KEYS = ("data", "gan", "kimg", "batch", "seed", "metric", "metric_features", "metric_n", "fixed")
+_STUDY_KEYS = ("data", "gan", "kimg", "batch", "seed", "metric", "metric_features", "metric_n", "fixed", "restrict")
 MAX_RETRY = 2  # a trial whose worker died is re-queued at most this many times
 MEDIAN_STARTUP = 4  # MedianPruner: no pruning before this many trials have reported
 
@@ -59,6 +60,9 @@ class SweepConfig:
     metric_features: str = "inception"
     metric_n: int = 0  # 0 = the hook's default (see medgan.metrics.hooks)
     fixed: tuple[str, ...] = field(default_factory=tuple)
+    # "knob=v1|v2" strings: sample that Table 1 knob from a subset of its values (the quick profile's CPU budget);
+    # empty = the paper's space, exact
+    restrict: tuple[str, ...] = field(default_factory=tuple)
     pruner: str = "none"
     report_kimg: float = 0.0
     heartbeat: int = 10
@@ -80,6 +84,8 @@ class SweepConfig:
         if not self.data or not self.out:
             raise ConfigError("sweep needs data (a prepared folder) and out (the sweep folder)")
         object.__setattr__(self, "fixed", tuple(self.fixed))
+        object.__setattr__(self, "restrict", tuple(self.restrict))
+        restrict_space(search_space(self.gan), self.restrict)  # a bad --restrict fails here, once
 
     @property
     def storage_url(self) -> str:
@@ -105,6 +111,25 @@ def search_space(gan: str) -> dict[str, tuple]:
     if gan not in SWEEP_GANS:
         raise ConfigError(f"sweep gan={gan!r} is not one of {list(SWEEP_GANS)}")
     return {k: v for k, v in TABLE1.items() if gan in ONLY_FOR.get(k, (gan,))}
+
+
+def restrict_space(space: dict[str, tuple], restrict: tuple[str, ...]) -> dict[str, tuple]:
+    """``space`` with each ``"knob=v1|v2"`` of ``restrict`` narrowed to those values (a subset of Table 1's)."""
+    out = dict(space)
+    for r in restrict:
+        key, sep, values = r.partition("=")
+        key = key.strip()
+        if not sep or key not in TABLE1:
+            raise ConfigError(f"--restrict expects knob=v1|v2 with a Table 1 knob, got {r!r}; knobs: {sorted(TABLE1)}")
+        if key not in space:
+            raise ConfigError(f"--restrict {key}: not searched for this GAN (its loss does not admit it)")
+        by_text = {str(v): v for v in TABLE1[key]}
+        wanted = [v.strip() for v in values.split("|")]
+        bad = [v for v in wanted if v not in by_text]
+        if bad or not wanted:
+            raise ConfigError(f"--restrict {key}: {bad or values!r} not among Table 1's values {list(TABLE1[key])}")
+        out[key] = tuple(by_text[v] for v in dict.fromkeys(wanted))
+    return out
 
 
 def _pinned_keys(fixed: tuple[str, ...]) -> set[str]:
@@ -287,7 +312,7 @@ def open_study(cfg: SweepConfig):
 
 def run_sweep(cfg: SweepConfig, *, progress: bool | None = None) -> pd.DataFrame:
     """Work on the study until it holds ``cfg.trials`` counted trials, all ended; write trials.csv and sweep.json."""
-    space = search_space(cfg.gan)
+    space = restrict_space(search_space(cfg.gan), cfg.restrict)
     pinned = _pinned_keys(cfg.fixed)
     space = {k: v for k, v in space.items() if k not in pinned}
     # a typo in --set or the data path fails here, once, not as N failed trials
@@ -316,6 +341,7 @@ def study_settings(cfg: SweepConfig) -> dict[str, Any]:
     d = asdict(cfg)
     d["data"] = str(Path(cfg.data).resolve())
     d["fixed"] = list(cfg.fixed)
+    d["restrict"] = list(cfg.restrict)
     return {k: d[k] for k in _STUDY_KEYS}
 
 
@@ -345,9 +371,11 @@ def trials_frame(study, cfg: SweepConfig) -> pd.DataFrame:
             status, reason = "lost", f"worker stopped beating; re-run as trial {replaced[t.number]}"
         row.update(status=status, reason=reason, state=t.state.name, metric=cfg.metric,
                    features=t.user_attrs.get("features", cfg.metric_features),
-                   value=math.nan if value is None else float(value), run_dir=t.user_attrs.get("run_dir", ""))
+                   value=math.nan if value is None else float(value), run_dir=t.user_attrs.get("run_dir", ""),
+                   gan=cfg.gan, data=Path(cfg.data).name)
         rows.append(row)
-    columns = ["trial", *space, "status", "reason", "state", "metric", "features", "value", "run_dir"]
+    # gan and data (the prepared folder's name) make an exported file stand alone (medgan.sweep.analysis)
+    columns = ["trial", *space, "status", "reason", "state", "metric", "features", "value", "run_dir", "gan", "data"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -359,7 +387,8 @@ def _summary(cfg: SweepConfig, frame: pd.DataFrame, space: dict[str, tuple], pin
         best = {"trial": int(row["trial"]), "value": float(row["value"]), "run_dir": row["run_dir"],
                 "knobs": {k: jsonable(row[k]) for k in [*space, *sorted(pinned & set(TABLE1))] if k in row}}
     return {
-        "config": {**asdict(cfg), "fixed": list(cfg.fixed)},
+        "config": {**asdict(cfg), "fixed": list(cfg.fixed), "restrict": list(cfg.restrict)},
+        "code_version": code_version(),
         "storage": cfg.storage_url,
         "study": cfg.study_name,
         "metric": cfg.metric,

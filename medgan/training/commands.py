@@ -76,7 +76,8 @@ def add_cli(sub) -> None:
     p.add_argument("--batch", type=int, help="global batch size (split evenly over torchrun processes)")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KNOB=VALUE",
                    help="config overrides, e.g. --set lr=1e-4 model.g_filters=32 aug.diffaugment=color,translation")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoint-last.pt")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoint-last.pt "
+                   "(checkpoint-prev.pt when the newest is damaged; kimg 0 when a killed run wrote none)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="force the progress bar on/off")
     p.set_defaults(func=_cmd_train)
 

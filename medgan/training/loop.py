@@ -10,10 +10,18 @@ clear error raised before anything is written.
 
 Several processes: ``torchrun --nproc_per_node N -m medgan.cli train ...`` runs data parallel (see
 ``medgan.training.distributed``); rank 0 alone writes the run folder.
+
+Faults (``medgan.training.runs``): the writing process holds ``train.lock`` for the life of the run (a
+second writer stops with ``RunLockedError``); a resume starts from the newest loadable checkpoint (or from
+kimg 0 when a killed run never wrote one) and cuts the logs back to it; a full disk ends the run with one
+``DiskFullError`` line, the files already written intact. ``$MEDGAN_FAULT`` (``medgan.io``) can kill the
+process at ``step`` (between two training steps) and ``metric`` (inside an evaluation) besides every write.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -25,9 +33,9 @@ import torch
 
 from medgan.config import ConfigError, TrainConfig
 from medgan.data.prepared import load_prepared, parse_split, split_joint, to_joint
-from medgan.errors import CheckpointError, InputNotFoundError, OutputExistsError
+from medgan.errors import CheckpointError, DiskFullError, InputNotFoundError, OutputExistsError
 from medgan.images import save_grid
-from medgan.io import append_jsonl, write_json
+from medgan.io import append_jsonl, fault_point, remove_temp_files, write_json
 from medgan.runtime import (
     capture_rng,
     code_version,
@@ -49,7 +57,19 @@ from medgan.training.distributed import (
     reduce_summary,
 )
 from medgan.training.hooks import METRIC_HOOKS, MetricContext
-from medgan.training.runs import dataset_info, load_checkpoint, read_run_info, save_checkpoint, write_status
+from medgan.training.runs import (
+    LAST_CHECKPOINT,
+    PREVIOUS_CHECKPOINT,
+    RunLock,
+    dataset_info,
+    load_resume_checkpoint,
+    only_debris,
+    read_run_info,
+    save_checkpoint,
+    trim_run_logs,
+    warn,
+    write_status,
+)
 from medgan.training.trainer import Trainer
 
 # per-tick extremes of a step statistic (the saturation rule needs every step of the tick to saturate)
@@ -87,6 +107,7 @@ class Run:
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, trainer: Trainer, ps, train_masks: torch.Tensor, best: dict[str, float]):
         self.cfg, self.run_dir, self.trainer, self.ps = cfg, run_dir, trainer, ps
+        self.saved_kimg = trainer.nimg / 1000 if trainer.nimg else None  # kimg of checkpoint-last.pt
         self.writer = trainer.dist.is_writer  # only rank 0 touches the run folder
         self.train_masks = train_masks  # int64 [N, H, W] on CPU (conditional G's inputs at sampling)
         self.best = dict(best)
@@ -111,6 +132,7 @@ class Run:
         t = self.trainer
 
         def sample(n: int) -> tuple[np.ndarray, np.ndarray]:
+            fault_point("metric")
             gen = torch.Generator().manual_seed(self.cfg.seed + 2)
             return sample_pairs(t.G_ema, n, generator=gen, channels=t.channels, num_labels=t.num_labels,
                                 device=t.device, amp=t.amp_dtype, train_masks=self.train_masks if t.conditional else None)
@@ -143,7 +165,9 @@ class Run:
             state["best"] = dict(self.best)
             state["elapsed_s"] = self.elapsed
             state["dataset"] = self.dataset
-            save_checkpoint(self.run_dir / "checkpoint-last.pt", state)
+            save_checkpoint(self.run_dir / LAST_CHECKPOINT, state, previous=self.run_dir / PREVIOUS_CHECKPOINT)
+            self.saved_kimg = self.trainer.nimg / 1000
+            write_status(self.run_dir, "running", "", self.saved_kimg)
 
     def reduce(self, summary: dict[str, float]) -> dict[str, float]:
         """Tick summary over all ranks: means averaged, per-tick extremes by min/max (same on every rank)."""
@@ -193,6 +217,7 @@ class Run:
             peak_memory_reset(t.device)
             while t.nimg < total_nimg:
                 stats = t.train_step()
+                fault_point("step")
                 tick.add(stats)
                 bar.update(t.images_per_step / 1000)
                 done = t.nimg >= total_nimg
@@ -243,8 +268,10 @@ class Run:
 def run_training(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = None) -> Path:
     """Train ``cfg`` into ``cfg.out``; return the run folder (also when the run diverged — see status.json).
 
-    ``resume=True`` continues ``cfg.out`` from ``checkpoint-last.pt`` up to ``cfg.kimg`` (which may be raised);
-    the training config must equal the run's (``RESUME_FREE_KEYS`` excepted).
+    ``resume=True`` continues ``cfg.out`` from ``checkpoint-last.pt`` (``checkpoint-prev.pt`` when the newest
+    is damaged; kimg 0 when a killed run wrote none) up to ``cfg.kimg`` (which may be raised); the training
+    config must equal the run's (``RESUME_FREE_KEYS`` excepted). The writing process holds the folder's
+    lock throughout: a second one raises ``RunLockedError`` before it reads anything else.
     """
     if resume and not Path(cfg.out or ".").is_dir():
         raise InputNotFoundError(f"cannot resume: {cfg.out} does not exist")
@@ -253,10 +280,24 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, progress: bool | Non
     if not cfg.out:
         raise ConfigError("no run folder: set out=RUN_DIR (medgan train --out)")
     run_dir = Path(cfg.out)
+    lock = RunLock(run_dir)
+    # a folder that is a run (or was one) is locked before any check; nothing else gets a lock file
+    if dist_from_env().is_writer and run_dir.is_dir() and (
+            lock.path.exists() or (resume and (run_dir / "config.json").is_file())):
+        lock.acquire()
+    try:
+        return _run_training(cfg, run_dir, lock, resume=resume, progress=progress)
+    finally:
+        lock.release()
 
+
+def _run_training(cfg: TrainConfig, run_dir: Path, lock: RunLock, *, resume: bool, progress: bool | None) -> Path:
     # ---- every check before anything is written
     ckpt = None
     stored_info: dict[str, Any] = {}
+    if resume and not (run_dir / "config.json").is_file() and only_debris(run_dir):
+        warn(f"{run_dir} holds no config.json (its process was stopped while starting): starting the run anew")
+        resume = False
     if resume:
         if not run_dir.is_dir():
             raise InputNotFoundError(f"cannot resume: {run_dir} does not exist")
@@ -265,11 +306,11 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, progress: bool | Non
         diff = stored.differences(cfg)
         if diff:
             raise ConfigError(f"cannot resume {run_dir}: the config differs from its config.json in {'; '.join(diff)}")
-        ckpt = load_checkpoint(run_dir / "checkpoint-last.pt")
-        if ckpt["config_hash"] != cfg.hash():
-            raise CheckpointError(f"{run_dir / 'checkpoint-last.pt'} was written by another config "
+        ckpt, ckpt_path = load_resume_checkpoint(run_dir, none_ok=_stopped_early(run_dir))
+        if ckpt is not None and ckpt["config_hash"] != cfg.hash():
+            raise CheckpointError(f"{ckpt_path} was written by another config "
                                   f"(hash {ckpt['config_hash']}, this config {cfg.hash()})")
-    elif run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    elif run_dir.exists() and (not run_dir.is_dir() or not only_debris(run_dir)):
         raise OutputExistsError(f"run folder {run_dir} already exists; pass --resume to continue it or choose another --out")
 
     if cfg.split != "all":
@@ -315,6 +356,12 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, progress: bool | Non
 
         # ---- from here on the run folder is ours
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+        lock.announce()
+        remove_temp_files(run_dir)  # what killed writers left; only the lock holder may delete them
+        cut = trim_run_logs(run_dir, trainer.step)
+        if cut:
+            warn(f"cut back to step {trainer.step} (the resume point), to be logged again: {', '.join(cut)}")
         info = {
             "config": cfg.to_dict(),
             "config_hash": cfg.hash(),
@@ -339,11 +386,33 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, progress: bool | Non
         run = Run(cfg, run_dir, trainer, ps, train_masks, best=(ckpt or {}).get("best", {}))
         try:
             status, reason = run.loop(float((ckpt or {}).get("elapsed_s", 0.0)), progress)
+        except DiskFullError as e:
+            kept = (f"{LAST_CHECKPOINT} (kimg {run.saved_kimg:.3f}) is kept" if run.saved_kimg is not None
+                    else "no checkpoint was written yet")
+            with contextlib.suppress(OSError):  # a full disk may refuse this too: status.json then reads interrupted
+                write_status(run_dir, "failed", f"disk full: {e}", trainer.nimg / 1000)
+            err = DiskFullError(f"{e}; the run stopped at kimg {trainer.nimg / 1000:.3f}, {kept}: free space, then "
+                                f"medgan train --out {run_dir} --resume")
+            err.errno = e.errno
+            raise err from None
         except BaseException as e:
-            write_status(run_dir, "failed", f"{type(e).__name__}: {e}", trainer.nimg / 1000)
+            with contextlib.suppress(OSError):
+                write_status(run_dir, "failed", f"{type(e).__name__}: {e}", trainer.nimg / 1000)
             raise
         write_status(run_dir, status, reason, trainer.nimg / 1000)
     return run_dir
+
+
+def _stopped_early(run_dir: Path) -> bool:
+    """A run that may lack a checkpoint: killed (status running, or never written) or failed before its
+    first snapshot; a finished or diverged run without one has lost it."""
+    path = run_dir / "status.json"
+    try:
+        return json.loads(path.read_text()).get("status") in ("running", "failed")
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def _check_metrics(names: tuple[str, ...]) -> None:

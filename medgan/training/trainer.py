@@ -7,7 +7,10 @@ images shown to D; the G_ema half-life (``ema_kimg``) is in the same unit.
 
 Data. The whole training split is a joint tensor ``[N, C + K, H, W]`` (image, then the {-1, +1} one-hot
 mask) on the device. Batches follow epoch permutations drawn from a dedicated generator, so the exact
-data order is part of the checkpoint.
+data order is part of the checkpoint. A label-conditional model (``model.condition``) also gets ``labels
+[N]`` int64 class indices aligned with the joint rows (read from the prepared set's per-slice ``group`` /
+``phase`` arrays when the caller passes none); a batch's labels are the rows' labels, so they follow the
+same data order and resume needs nothing more. G draws each fake for the real batch's labels.
 
 What the trainer asks of a loss is declared on ``medgan.losses.GANLoss`` (``n_critic``, ``lazy_r1``,
 ``pl_interval``, ``saturates``, ``state_dict``); it never looks at which GAN it trains.
@@ -24,11 +27,12 @@ from torch import nn
 
 from medgan.augment import build_augment_pipe
 from medgan.config import ConfigError, TrainConfig
-from medgan.data.prepared import split_joint, to_joint
+from medgan.data.prepared import load_prepared, split_joint, to_joint
 from medgan.data.transforms import ClassicalAugment
 from medgan.errors import CheckpointError
 from medgan.losses import build_loss
 from medgan.models import MODELS
+from medgan.models.conditional import check_label_support, encode_labels
 from medgan.models.vgg import load_vgg
 from medgan.runtime import amp_dtype, autocast, capture_rng, restore_rng, seed_everything
 from medgan.training.distributed import DistInfo, average_gradients, gather_objects, rank_seed
@@ -88,12 +92,13 @@ def _grad_norm(module: nn.Module) -> torch.Tensor:
 class Trainer:
     """G, D, G_ema, the loss object, both optimisers and the data order for one run.
 
-    ``joint [N, C + K, H, W]`` is the whole training split, already on ``device``.
+    ``joint [N, C + K, H, W]`` is the whole training split, already on ``device``; ``labels [N]`` its class
+    indices for a label-conditional model (None: read from ``cfg.data``'s ``cfg.split``; ignored otherwise).
     ``train_step()`` runs one iteration and returns detached scalar tensors (no host sync).
     """
 
     def __init__(self, cfg: TrainConfig, joint: torch.Tensor, *, channels: int, num_labels: int, device: torch.device,
-                 dist: DistInfo = DistInfo()):
+                 dist: DistInfo = DistInfo(), labels: torch.Tensor | None = None):
         if cfg.batch % dist.world_size:
             raise ConfigError(f"batch={cfg.batch} (global) does not split evenly over {dist.world_size} processes")
         self.cfg = cfg
@@ -111,6 +116,11 @@ class Trainer:
         except KeyError as e:
             raise ConfigError(f"model.name: {e.args[0]}") from None
         pair = builder(cfg.model, channels=channels, num_labels=num_labels, resolution=self.resolution)
+        check_label_support(cfg.model, pair.G, pair.D)
+        self.num_classes = int(getattr(pair.G, "num_classes", 0))
+        self.labels = self._labels(labels, len(joint)) if self.num_classes else None
+        if self.labels is not None:  # before G_ema is copied: G without labels draws these proportions
+            pair.G.set_label_prior(torch.bincount(self.labels.cpu(), minlength=self.num_classes))
         self.G = pair.G.to(device, memory_format=self.memory_format).train()
         self.D = pair.D.to(device, memory_format=self.memory_format).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -143,6 +153,22 @@ class Trainer:
         self.nimg = 0  # real images shown to D
 
     # ---------------------------------------------------------------- construction helpers
+    def _labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
+        """The training rows' class indices ``[n]`` int64 on the device (from the prepared set when not given)."""
+        cond = self.cfg.model.condition
+        if labels is None:
+            if not self.cfg.data:
+                raise ConfigError(f"model.condition={cond!r} needs labels: pass them or set data= to a prepared set")
+            ps = load_prepared(self.cfg.data)
+            idx = ps.indices(self.cfg.split)
+            labels = torch.from_numpy(encode_labels({k: v[idx] for k, v in ps.extra.items()}, cond, where=str(ps.root)))
+        labels = torch.as_tensor(labels).long()
+        if labels.shape != (n,):
+            raise ConfigError(f"model.condition={cond!r}: {tuple(labels.shape)} labels for {n} training rows")
+        if bool(((labels < 0) | (labels >= self.num_classes)).any()):
+            raise ConfigError(f"model.condition={cond!r}: labels outside [0, {self.num_classes})")
+        return labels.to(self.device)
+
     def _build_loss(self, compiled: bool) -> None:
         G, D = self.G, self.D
         if compiled:
@@ -166,13 +192,18 @@ class Trainer:
     # ---------------------------------------------------------------- one iteration
     def real_batch(self) -> torch.Tensor:
         """Next ``[batch, C + K, H, W]`` float32 real joint (classically augmented when asked)."""
+        return self.real_batch_labels()[0]
+
+    def real_batch_labels(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Next real joint (as ``real_batch``) and its rows' labels ``[batch]`` (None when unconditional)."""
         idx = self._my_slice(self.order.next(self.cfg.batch)).to(self.joint.device)
         real = self.joint[idx].float()
         if self.classical is not None:
             image, mask = split_joint(real, self.channels)
             image, mask = self.classical(image, mask)
             real = to_joint(image, mask, self.num_labels)
-        return real.contiguous(memory_format=self.memory_format)
+        labels = None if self.labels is None else self.labels[idx.to(self.labels.device)]
+        return real.contiguous(memory_format=self.memory_format), labels
 
     def _my_slice(self, x: torch.Tensor) -> torch.Tensor:
         r, b = self.dist.rank, self.batch
@@ -210,11 +241,12 @@ class Trainer:
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
         for _ in range(loss.n_critic):
-            real = self.real_batch()
+            real, labels = self.real_batch_labels()
+            label_kw = {} if labels is None else {"labels": labels}  # only a conditional model is told labels
             z = self.latents()
             mask = real[:, self.channels :] if self.conditional else None
             with self.autocast():
-                total, terms = loss.d_loss(real, z, mask, step=self.d_step)
+                total, terms = loss.d_loss(real, z, mask, step=self.d_step, **label_kw)
             self.opt_D.zero_grad(set_to_none=True)
             total.backward()
             self.sync_grads(self.D)
@@ -242,7 +274,7 @@ class Trainer:
         self.G.requires_grad_(True)
         z = self.latents()
         with self.autocast():
-            total_g, g_terms = loss.g_loss(real, z, mask, step=self.step)
+            total_g, g_terms = loss.g_loss(real, z, mask, step=self.step, **label_kw)
         self.opt_G.zero_grad(set_to_none=True)
         total_g.backward()
         self.sync_grads(self.G)

@@ -13,6 +13,7 @@ from scipy import ndimage
 from medgan.data.phantoms.common import PHANTOMS, _read_mhd_simple
 from medgan.errors import InputNotFoundError, UnknownNameError
 from medgan.images import overlay
+from medgan.io import atomic_write
 
 
 def _overlay(gray: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -86,6 +87,6 @@ def preview_phantom(dataset: str, raw_dir: str | os.PathLike, png_path: str | os
     fig.tight_layout()
     out = Path(png_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format=out.suffix.lstrip(".") or "png"))
     plt.close(fig)
     return out
