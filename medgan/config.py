@@ -69,6 +69,14 @@ TABLE1: dict[str, tuple] = {
 }
 
 
+def check_device_amp(device: str, amp: str, owner: str = "") -> None:
+    """The one check of the ``device`` / ``amp`` fields every config has (``owner``: "unet ", "classify ", ...)."""
+    if amp not in ("auto", "bf16", "off"):
+        raise ConfigError(f"{owner}amp={amp!r} is not one of ['auto', 'bf16', 'off']")
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"{owner}device={device!r} is not auto, cpu or cuda[:N]")
+
+
 def _check_choices(obj: Any, section: str) -> None:
     for f in fields(obj):
         key = f"{section}.{f.name}" if section else f.name
@@ -203,10 +211,7 @@ class TrainConfig:
     aug: AugConfig = field(default_factory=AugConfig)
 
     def __post_init__(self) -> None:
-        if self.amp not in ("auto", "bf16", "off"):
-            raise ConfigError(f"amp={self.amp!r} is not one of ['auto', 'bf16', 'off']")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"device={self.device!r} is not auto, cpu or cuda[:N]")
+        check_device_amp(self.device, self.amp)
         if self.batch < 1 or self.kimg <= 0:
             raise ConfigError("batch must be >= 1 and kimg > 0")
         if self.tick_kimg <= 0 or self.snapshot_kimg <= 0 or self.metric_kimg < 0 or self.ema_kimg < 0 or self.ema_rampup < 0:

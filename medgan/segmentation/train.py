@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medgan.config import apply_overrides, from_dict, to_dict
+from medgan.config import apply_overrides, check_device_amp, from_dict, to_dict
 from medgan.data.prepared import PreparedSet, check_compatible, load_prepared
 from medgan.data.transforms import ClassicalAugment
 from medgan.errors import ConfigError, OutputExistsError, UserError
@@ -68,10 +68,7 @@ class UNetConfig:
             raise ConfigError("unet batch, eval_batch and max_epochs must be >= 1")
         if self.patience < 0 or self.steps_per_epoch < 0:
             raise ConfigError("unet patience and steps_per_epoch must be >= 0")
-        if self.amp not in ("auto", "bf16", "off"):
-            raise ConfigError(f"unet amp={self.amp!r} is not one of ['auto', 'bf16', 'off']")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"unet device={self.device!r} is not auto, cpu or cuda[:N]")
+        check_device_amp(self.device, self.amp, "unet ")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
