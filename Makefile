@@ -79,8 +79,12 @@ MEDGAN_SRC   := $(shell find medgan -name '*.py' 2>/dev/null)
 
 $(EXECUTED)/%.ipynb: notebooks/%.ipynb $(MEDGAN_SRC) | $(STAMP)
 	@mkdir -p $(EXECUTED)
+	@start=$$(date +%s); \
 	env -u MPLBACKEND $(VENV)/bin/papermill --no-progress-bar --cwd . -k python3 $< $@.tmp.ipynb \
-	    -p profile $(PROFILE) -p seed $(SEED) -p data_root $(abspath $(DATA)) -p runs_root $(abspath $(RUNS))
+	    -p profile $(PROFILE) -p seed $(SEED) -p data_root $(abspath $(DATA)) -p runs_root $(abspath $(RUNS)) \
+	    2> >(grep -v -e "Kernel is running over TCP" -e "^Executing" -e "^Input Notebook" -e "^Output Notebook" \
+	         -e "^Working directory" -e "^Black is not installed" >&2); \
+	echo "$*: executed in $$(( $$(date +%s) - start )) s (profile $(PROFILE), $$(date -u +%FT%TZ))" | tee -a $(EXECUTED)/times.txt
 	$(PY) book/publish.py $@.tmp.ipynb
 	@mv $@.tmp.ipynb $@
 	@rm -f $(basename $@).log; if [ -f $@.tmp.log ]; then mv $@.tmp.log $(basename $@).log; fi
@@ -95,10 +99,12 @@ book: setup notebooks
 # the book is built from the notebooks test-notebooks executed (jupyter-book only: seconds), then browser-tested
 test: setup test-unit test-notebooks book test-book
 
-# A built book (from `make book`) is checked again for anything that would need the network, then every page is
-# opened in headless Chromium with the network cut (no request, console error or broken image; math typeset).
+# A built book (from `make book`) is checked again for anything that would need the network, every figure and table
+# of the executed notebooks for its provenance caption (profile, data source, features, seed, kimg), then every page
+# is opened in headless Chromium with the network cut (no request, console error or broken image; math typeset).
 test-book:
-	@if [ -d _build/html ]; then $(PY) book/offline_check.py _build/html && $(PY) book/browser_check.py _build/html; \
+	@if [ -d _build/html ]; then $(PY) book/offline_check.py _build/html && $(PY) book/provenance_check.py $(EXECUTED) \
+	  && $(PY) book/browser_check.py _build/html; \
 	else echo "test-book: no _build/html (run 'make book' to build and check it)"; fi
 
 lint: $(STAMP)

@@ -397,6 +397,11 @@ class Profile:
     gan_knobs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     unet_seeds: int = 3
     unet_knobs: dict = field(default_factory=dict)  # UNetConfig fields
+    # The Table 2 study (notebook 05, and 04/06 that draw on its runs): prepared image size and GAN length;
+    # None = ``size`` / ``kimg``. The quick profile trains its 21 GANs at the sweep's 32² (where notebook 03
+    # found the best configurations) so that the whole book builds in minutes on a 2-core CPU.
+    table2_size: int | None = None
+    table2_kimg: float | None = None
     # The book's Table 1 sweep (notebook 03): trials per GAN per dataset, each trial's length/batch/image size,
     # the metric's sample count, knobs fixed for every trial and Table 1 knobs sampled from a subset ("k=v1|v2").
     sweep_trials: int = 100
@@ -411,17 +416,21 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
-        name="quick", size=64, kimg=8.0, batch=32, n_generate=96, features="inception-random", phantoms=True,
+        name="quick", size=64, kimg=8.0, batch=32, n_generate=96, features="inception-random:128", phantoms=True,
         train_knobs=("g_filters=32", "d_filters=32", "tick_kimg=0.5", "snapshot_kimg=4.0",
                      "loss.vgg_features=vgg16-random"),  # used only when a swept best config turns the VGG term on
-        # StyleGAN2 24 M -> 0.35 M parameters per network, SPADE's G 29 M -> 2.3 M at 64² (minutes, not hours, on a CPU)
-        gan_knobs={"stylegan2": ("model.channel_base=2048", "model.channel_max=64", "model.mapping_layers=2",
-                                 "model.w_dim=64", "model.latent_dim=64"),
-                   "spade": ("model.g_filters=16", "model.d_filters=16", "model.channel_max=128",
-                             "model.spade_hidden=32")},
-        unet_seeds=1, unet_knobs={"depth": 3, "width": 16, "max_epochs": 8, "patience": 3},
-        # 2 trials x 5 GANs x 3 datasets of 64 images each at 32², FID on 32 samples (Inception's forward pass is
-        # most of a trial's time on a CPU), the small filter counts, no VGG term
+        # StyleGAN2 24 M -> 0.08 M G parameters, SPADE's G 29 M -> 0.58 M at 32² (seconds per kimg, not hours, on a
+        # CPU: 7 GANs x 3 datasets of Table 2 fit the book's 20-minute build)
+        gan_knobs={"stylegan2": ("model.channel_base=1024", "model.channel_max=32", "model.mapping_layers=2",
+                                 "model.w_dim=32", "model.latent_dim=32"),
+                   "spade": ("model.g_filters=8", "model.d_filters=8", "model.channel_max=64",
+                             "model.spade_hidden=16")},
+        # every Table 2 row trains its U-Net for the same 8 epochs x 8 batches (an epoch of IDRiD's 6-image phantom split
+        # would be one step: its U-Net learnt nothing in 8 of them)
+        unet_seeds=2, unet_knobs={"depth": 3, "width": 16, "max_epochs": 8, "patience": 3, "steps_per_epoch": 8},
+        table2_size=32, table2_kimg=2.0,
+        # 2 trials x 5 GANs x 3 datasets of 64 images each at 32², FID on 32 samples with Inception fed 128² inputs
+        # (its forward pass is most of a trial's time on a CPU), the small filter counts, no VGG term
         sweep_trials=2, sweep_kimg=0.064, sweep_batch=16, sweep_size=32, sweep_metric_n=32, sweep_pruner="none",
         # the VGG knob is pinned off: a swept-best VGG term would make each 8-kimg Table 2 run ~20 min on a CPU
         sweep_knobs=("loss.vgg_weight=0", "tick_kimg=0.064", "snapshot_kimg=0.064"),
@@ -430,7 +439,7 @@ PROFILES: dict[str, Profile] = {
     # Every step of every notebook at toy size (tests/test_notebook_params.py reruns the notebooks with it): 32² phantoms,
     # 64 images of training, 16 generated pairs, a one-epoch U-Net. Its numbers mean nothing; it proves the code runs.
     "smoke": Profile(
-        name="smoke", size=32, kimg=0.064, batch=16, n_generate=16, features="inception-random", phantoms=True,
+        name="smoke", size=32, kimg=0.064, batch=16, n_generate=16, features="inception-random:128", phantoms=True,
         train_knobs=("g_filters=16", "d_filters=16", "tick_kimg=0.032", "snapshot_kimg=0.064",
                      "loss.vgg_features=vgg16-random"),
         gan_knobs={"stylegan2": ("model.channel_base=1024", "model.channel_max=32", "model.mapping_layers=2",

@@ -51,6 +51,14 @@ def prepared_set(dataset: str, profile: str, *, data_root="data", raw_root=None,
     return ensure_prepared(dataset, raw, out, profile=profile, seed=seed, size=size)
 
 
+def study_set(dataset: str, profile: str, *, data_root="data", raw_root=None, seed: int = 0) -> PreparedSet:
+    """The prepared set Table 2 and the notebooks that draw on its runs (04 Fig 5, 06 Fig 6) use: the profile's
+    ``table2_size`` (quick: 32², the size of its sweep), else its ``size``."""
+    p = get_profile(profile)
+    return prepared_set(dataset, profile, data_root=data_root, raw_root=raw_root, size=p.table2_size or p.size,
+                        seed=seed)
+
+
 def expected_source(profile: str) -> str:
     """The ``source`` every prepared set of ``profile`` must record: ``phantom`` (quick) or ``raw`` (paper)."""
     return "phantom" if get_profile(profile).phantoms else "raw"
@@ -276,10 +284,11 @@ def table2_run(real: PreparedSet, gan: str, profile: str, *, runs_root="runs", s
     """The run Table 2 (and Figs 5/6, the Turing test) use for ``gan``: trained with its swept best configuration from
     notebook 03 (``<name>-swept``) when the sweep holds one for this dataset, else with the GAN's defaults (SPADE and
     StyleGAN2, which the paper did not sweep either, or no sweep yet). Returns (run folder, the knobs applied)."""
+    p = get_profile(profile)
     best_file = sweep_best_file(profile, runs_root=runs_root)
     knobs = best_overrides(best_file, real.name, gan) if best_file.is_file() else []
-    run_dir = trained_run(real, gan, profile, runs_root=runs_root, seed=seed, overrides=knobs, progress=progress,
-                          suffix="-swept" if knobs else "")
+    run_dir = trained_run(real, gan, profile, runs_root=runs_root, seed=seed, kimg=p.table2_kimg or p.kimg,
+                          overrides=knobs, progress=progress, suffix="-swept" if knobs else "")
     return run_dir, knobs
 
 

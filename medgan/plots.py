@@ -198,7 +198,7 @@ def umap_figure(embeddings: dict, title: str = ""):
     import matplotlib.pyplot as plt
 
     extractors = sorted({k[0] for k in embeddings}, key=lambda e: (not e.startswith("inception"), e))
-    gans = sorted({k[1] for k in embeddings})
+    gans = list(dict.fromkeys(k[1] for k in embeddings))  # the caller's order (notebook 06: least, then most effective)
     fig, axes = plt.subplots(len(extractors), len(gans), figsize=(4 * len(gans), 3.6 * len(extractors)), squeeze=False)
     for i, ext in enumerate(extractors):
         for j, gan in enumerate(gans):
@@ -256,6 +256,35 @@ def samples_figure(real: dict, generated: dict, seed: int = 0, title: str = ""):
             row[j + 1].imshow(colorize_mask(s.masks[i]))
             row[j].set_title(label, fontsize=8, loc="left")
         row[0].text(-0.1, 0.5, name, transform=row[0].transAxes, rotation=90, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def fid_dice_figure(panels: dict, *, rows: Sequence[str], title: str = ""):
+    """FID against the Dice of a U-Net trained on each GAN's generated set, a panel per (row, dataset).
+
+    ``panels[(row, dataset)] = {gan label: (fid, dice)}``; ``rows`` orders the rows (e.g. this build, the paper).
+    Points are labelled with their GAN; the x scales are per panel (FIDs of different feature extractors never
+    share an axis)."""
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(d for _, d in panels))
+    fig, axes = plt.subplots(len(rows), len(datasets), figsize=(3.6 * len(datasets), 3.0 * len(rows)), squeeze=False)
+    for i, row in enumerate(rows):
+        for j, dataset in enumerate(datasets):
+            ax, points = axes[i][j], panels.get((row, dataset), {})
+            for label, (fid, dice) in points.items():
+                if fid is None or dice is None:
+                    continue
+                ax.scatter([fid], [dice], s=18, c="tab:purple" if i == 0 else "tab:gray")
+                ax.annotate(label, (fid, dice), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_title(f"{dataset} — {row}", fontsize=9)
+            ax.set_xlabel("FID", fontsize=8)
+            ax.set_ylabel("Dice (generated set only)", fontsize=8)
+            ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

@@ -334,7 +334,7 @@ def demo(profile: str = "quick", *, data_root="data", runs_root="runs", seed: in
     result = score_set(run_dir, real, split="test", cfg=AnomalyConfig(steps=d.steps, seed=seed), progress=progress)
     timings["score"] = time.perf_counter() - t
     groups = np.asarray(result["patient_groups"])
-    result.update(profile=profile, normal_set=str(normal.root),
+    result.update(profile=profile, normal_set=str(normal.root), run=str(run_dir),
                   n_test={g: int((groups == g).sum()) for g in sorted(set(groups.tolist()))}, timings=timings)
     return result
 

@@ -26,7 +26,7 @@ from medgan.training import make_config, run_status, run_training
 
 SWEEP_GANS = ("dcgan", "lsgan", "wgan", "wgan-gp", "hinge")
 SWEEP_METRICS = ("fid", "kid")
-SWEEP_FEATURES = ("inception", "inception-random")
+SWEEP_FEATURES = ("inception", "inception-random", "inception-random:128")  # :128 = the quick profile's
 SWEEP_PRUNERS = ("none", "median", "halving")
 # Table 1 knobs that only some losses admit (medgan.losses.GANLoss.validate raises ConfigError otherwise).
 ONLY_FOR = {
