@@ -279,16 +279,25 @@ def sweep_best_file(profile: str, *, runs_root="runs") -> Path:
     return Path(runs_root) / f"{profile}-{BEST_FILE}"
 
 
+def table2_kimg(profile: str, gan: str) -> float:
+    """How long Table 2 trains ``gan`` in ``profile``: its ``table2_gan_kimg`` entry, else ``table2_kimg``, else
+    ``kimg``."""
+    p = get_profile(profile)
+    return float(p.table2_gan_kimg.get(gan, p.table2_kimg or p.kimg))
+
+
 def table2_run(real: PreparedSet, gan: str, profile: str, *, runs_root="runs", seed: int = 0,
                progress: bool | None = None) -> tuple[Path, list[str]]:
-    """The run Table 2 (and Figs 5/6, the Turing test) use for ``gan``: trained with its swept best configuration from
-    notebook 03 (``<name>-swept``) when the sweep holds one for this dataset, else with the GAN's defaults (SPADE and
-    StyleGAN2, which the paper did not sweep either, or no sweep yet). Returns (run folder, the knobs applied)."""
+    """The run Table 2 (and Figs 5/6) use for ``gan``: trained with its swept best configuration from notebook 03
+    (``<name>-swept``) when the profile says so (``table2_swept``) and the sweep holds one for this dataset, else with
+    the GAN's defaults (SPADE and StyleGAN2, which the paper did not sweep either, no sweep yet, or the quick profile).
+    Returns (run folder, the knobs applied)."""
     p = get_profile(profile)
     best_file = sweep_best_file(profile, runs_root=runs_root)
-    knobs = best_overrides(best_file, real.name, gan) if best_file.is_file() else []
-    run_dir = trained_run(real, gan, profile, runs_root=runs_root, seed=seed, kimg=p.table2_kimg or p.kimg,
-                          overrides=knobs, progress=progress, suffix="-swept" if knobs else "")
+    knobs = best_overrides(best_file, real.name, gan) if p.table2_swept and best_file.is_file() else []
+    run_dir = trained_run(real, gan, profile, runs_root=runs_root, seed=seed, kimg=table2_kimg(profile, gan),
+                          batch=p.table2_batch or p.batch, overrides=knobs, progress=progress,
+                          suffix="-swept" if knobs else "")
     return run_dir, knobs
 
 
@@ -333,14 +342,6 @@ def metrics_summary(result: dict, keys=METRIC_KEYS) -> str:
     return "\n".join(lines)
 
 
-def dice_frame(dice: dict, digits: int = 3):
-    """Per training set: Dice per class and mean (mean over seeds), rounded; NaN stays NaN."""
-    import pandas as pd
-
-    rows = {name: {c: v["mean"] for c, v in d["dice"].items()} for name, d in dice.items()}
-    return pd.DataFrame.from_dict(rows, orient="index").astype(float).round(digits)
-
-
 def features_summary(feats: dict) -> str:
     """``inception-random / hinge: real 116 × 2048, generated 96 × 2048`` (the U-Net's path left out)."""
     lines = []
@@ -348,35 +349,3 @@ def features_summary(feats: dict) -> str:
         name = "unet (real-data U-Net)" if ext.startswith("unet:") else ext
         lines.append(f"{name} / {gan}: real {a.shape[0]} × {a.shape[1]}, generated {b.shape[0]} × {b.shape[1]}")
     return "\n".join(lines)
-
-
-def table2_frame(dice: dict, fid: dict, domain: dict, *, features: str):
-    """Table 2 as a DataFrame: one row per training set (real, real+aug, each GAN, real + each GAN).
-
-    ``dice[name]`` are ``medgan.segmentation.segment`` results; ``fid[gan]`` / ``domain[gan]`` are
-    ``medgan.metrics.evaluate`` results for the GAN rows (the paper reports FID for generated sets only).
-    Every cell is a string or rounded number ("" where a column does not apply, "n/a" for a NaN Dice).
-    """
-    import pandas as pd
-
-    def fmt(mean, ci):
-        if mean is None or not math.isfinite(mean):
-            return "n/a"
-        return f"{mean:.3f}" if ci is None or not math.isfinite(ci) else f"{mean:.3f} ± {ci:.3f}"
-
-    seeds = max((len(d["dice"]["mean"].get("values") or []) for d in dice.values()), default=0) or "?"
-    rows = []
-    for name, d in dice.items():
-        r, dom = fid.get(name), domain.get(name)
-        near = r.get("memorisation", {}).get("near_copy_fraction") if r else None
-        rows.append({
-            "training set": name,
-            "kind": d["training_set"],
-            f"FID ({features})": round(r["fid"], 2) if r else "",
-            "FID 95% CI": f"[{r['fid_ci95'][0]:.1f}, {r['fid_ci95'][1]:.1f}]" if r and r.get("fid_ci95") else "",
-            "KID": round(r["kid_mean"], 4) if r and "kid_mean" in r else "",
-            "near-copies": round(near, 3) if near is not None else "",
-            "domain FID": round(dom["fid"], 2) if dom else "",
-            f"Dice (mean of {seeds} seed(s) ± CI95)": fmt(d["dice"]["mean"]["mean"], d["dice"]["mean"].get("ci95")),
-        })
-    return pd.DataFrame(rows).set_index("training set")

@@ -126,7 +126,7 @@ def table2(dataset: str, profile: str, *, gans=TABLE2_GANS, combos=COMBO_GANS, d
 
     result = {
         "dataset": real.name, "source": real.source, "profile": profile, "seed": seed, "features": features,
-        "image_size": real.image_size, "counts": dict(real.meta["counts"]), "kimg": p.table2_kimg or p.kimg,
+        "image_size": real.image_size, "counts": dict(real.meta["counts"]), "kimg": {g: experiments.table2_kimg(profile, g) for g in gans}, "batch": p.table2_batch or p.batch,
         "unet_seeds": seeds, "n_generate": p.n_generate, "code_version": code_version(), "runs": runs,
         "fid": fid, "domain_fid": domain, "dice": dice, "seconds": seconds,
     }
@@ -233,6 +233,20 @@ def _rows(result: dict) -> list[str]:
     return ["real", "real-aug", *gans, *combos]
 
 
+def kimg_text(kimg: dict[str, float]) -> str:
+    """``4 kimg`` or ``4 kimg (SPADE, StyleGAN2: 2 kimg)``: the GANs' training lengths, the most common first."""
+    if not kimg:
+        return "? kimg"
+    values = list(kimg.values())
+    main = max(dict.fromkeys(values), key=values.count)
+    others: dict[float, list[str]] = {}
+    for gan, k in kimg.items():
+        if k != main:
+            others.setdefault(k, []).append(LABELS.get(gan, gan))
+    extra = "; ".join(f"{', '.join(g)}: {k:g} kimg" for k, g in others.items())
+    return f"{main:g} kimg" + (f" ({extra})" if extra else "")
+
+
 def caption(result: dict, what: str = "Table 2") -> str:
     """Provenance on the table's face: dataset, data source, size, profile, GAN length and training data, FID
     features, generated pairs, U-Net seeds, seed (``plots.model_note`` adds the shrunk models)."""
@@ -240,8 +254,9 @@ def caption(result: dict, what: str = "Table 2") -> str:
     c = result["counts"]
     return (f"{what} — {DATASET_LABELS.get(result['dataset'], result['dataset'])}, {result['source']} data at "
             f"{result['image_size']}² (slices train {c['train']} / val {c['val']} / test {c['test']}), profile "
-            f"{result['profile']}; GANs trained {result['kimg']:g} kimg on {', '.join(trained_on) or 'no'} data, seed "
-            f"{result['seed']}, {result['n_generate']} generated pairs each; FID features {result['features']}; "
+            f"{result['profile']}; GANs trained {kimg_text(result['kimg'])} at batch {result['batch']} on "
+            f"{', '.join(trained_on) or 'no'} data, seed {result['seed']}, {result['n_generate']} generated pairs each; "
+            f"FID features {result['features']}; "
             f"U-Net Dice on the real test patients, mean ± 95 % CI over {result['unet_seeds']} seed(s)")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from medgan import experiments
@@ -282,34 +281,3 @@ def test_real_unet_result_is_reused_when_it_records_this_code_version(tmp_path, 
         assert "code_version" not in first
         [aside] = stale_siblings(out)
         assert aside.name == "real.stale-unknown" and snapshot(aside) == before
-
-
-# ---------------------------------------------------------------------------------------------
-# Table 2 frame
-# ---------------------------------------------------------------------------------------------
-def seg(kind, values, ci):
-    return {"training_set": kind, "dice": {"mean": {"mean": float(np.mean(values)), "ci95": ci, "values": values}}}
-
-
-def test_table2_frame_cells():
-    nan = float("nan")
-    dice = {"Original data": seg("real", [0.81234, 0.8], 0.01234),
-            "hinge": seg("generated", [nan, nan], nan),
-            "Orig. data + hinge": seg("real+generated", [0.5, 0.5], nan)}
-    fid = {"hinge": {"fid": 123.456, "fid_ci95": [100.04, 150.06], "kid_mean": 0.123456,
-                     "memorisation": {"near_copy_fraction": 1 / 48}}}
-    domain = {"hinge": {"fid": 7.891}}
-    t = experiments.table2_frame(dice, fid, domain, features="inception-random")
-    dice_col = "Dice (mean of 2 seed(s) ± CI95)"
-    assert list(t.columns) == ["kind", "FID (inception-random)", "FID 95% CI", "KID", "near-copies", "domain FID", dice_col]
-    assert list(t.index) == ["Original data", "hinge", "Orig. data + hinge"]
-    assert t.loc["Original data"].tolist() == ["real", "", "", "", "", "", "0.806 ± 0.012"]
-    assert t.loc["hinge"].tolist() == ["generated", 123.46, "[100.0, 150.1]", 0.1235, 0.021, 7.89, "n/a"]
-    assert t.loc["Orig. data + hinge", dice_col] == "0.500"  # a NaN CI (one seed, or no spread) is left out
-    assert "n/a" in t.to_string() and "nan" not in t.to_string().lower().replace("n/a", "")
-
-
-def test_table2_frame_none_mean_is_na():
-    t = experiments.table2_frame({"x": {"training_set": "real", "dice": {"mean": {"mean": None, "values": []}}}}, {}, {},
-                                 features="inception")
-    assert t.loc["x"].iloc[-1] == "n/a"

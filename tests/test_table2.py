@@ -7,8 +7,6 @@ numbers, the caption's provenance tokens.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -26,7 +24,8 @@ def _result(fids: dict, dices: dict, domain: dict | None = None, **kw) -> dict:
     gans = list(fids)
     result = {
         "dataset": "acdc", "source": "phantom", "profile": "quick", "seed": 0, "features": "inception-random:128",
-        "image_size": 32, "counts": {"train": 116, "val": 42, "test": 64}, "kimg": 2.0, "unet_seeds": 2,
+        "image_size": 32, "counts": {"train": 116, "val": 42, "test": 64}, "kimg": {g: 2.0 for g in fids}, "batch": 16,
+        "unet_seeds": 2,
         "n_generate": 96,
         "runs": {g: {"status": "finished", "trained_on": "phantom", "kimg": 2.0} for g in gans},
         "fid": {g: {"fid": f, "fid_ci95": [f - 1, f + 1], "floor": {"fid": 0.5}, "kid_mean": f / 1000,
@@ -81,6 +80,16 @@ def test_frame_has_the_papers_rows_and_its_published_numbers():
     assert t.loc["StyleGAN2", "Dice (± CI95)"] == "0.600 ± 0.050" and t.loc["DCGAN", "floor (real vs real)"] == 0.5
 
 
+def test_a_nan_dice_reads_n_a_and_a_nan_ci_is_left_out():
+    r = _result({"dcgan": 60.0, "lsgan": 50.0}, {"dcgan": float("nan"), "lsgan": 0.5})
+    r["dice"]["lsgan"]["dice"]["mean"]["ci95"] = float("nan")  # one seed, or no spread
+    r["dice"]["real"] = _seg(0.81234, 0.01234)
+    t = table2.frame(r)
+    assert t.loc["DCGAN", "Dice (± CI95)"] == "n/a" and t.loc["LSGAN", "Dice (± CI95)"] == "0.500"
+    assert t.loc["Original data", "Dice (± CI95)"] == "0.812 ± 0.012"
+    assert "nan" not in t.to_string().lower().replace("n/a", "")
+
+
 def test_a_diverged_gan_says_so_in_its_row():
     r = _result({"dcgan": 60.0, "lsgan": 50.0}, {"dcgan": 0.1, "lsgan": 0.2})
     r["runs"]["wgan"] = {"status": "diverged", "not_scored": "no checkpoint"}
@@ -102,12 +111,18 @@ def test_published_table_is_the_papers():
 def test_caption_states_every_provenance_item():
     r = _result({"dcgan": 60.0, "lsgan": 50.0, "wgan": 40.0}, {"dcgan": 0.1, "lsgan": 0.2, "wgan": 0.3})
     c = table2.caption(r)
-    for token in ("ACDC", "phantom data", "32²", "profile quick", "2 kimg on phantom data", "seed 0",
+    for token in ("ACDC", "phantom data", "32²", "profile quick", "2 kimg at batch 16 on phantom data", "seed 0",
                   "features inception-random:128", "2 seed(s)", "96 generated pairs", "train 116 / val 42 / test 64"):
         assert token in c, token
     real = dict(r, source="raw", runs={g: dict(v, trained_on="raw") for g, v in r["runs"].items()})
     assert "raw data" in table2.caption(real) and "phantom" not in table2.caption(real)
     assert table2.text(r).startswith(c) and "ρ = " in table2.text(r)
+
+
+def test_kimg_text_names_the_exceptions():
+    assert table2.kimg_text({"dcgan": 4.0, "hinge": 4.0, "spade": 2.0, "stylegan2": 2.0, "wgan": 4.0}) == (
+        "4 kimg (SPADE, StyleGAN2: 2 kimg)")
+    assert table2.kimg_text({"dcgan": 1000.0}) == "1000 kimg"
 
 
 def test_numbers_ok_flags_out_of_range_values():
@@ -167,4 +182,8 @@ def test_quick_profile_runs_table2_at_the_sweep_size_with_the_small_inception():
     q, paper = get_profile("quick"), get_profile("paper")
     assert q.table2_size == q.sweep_size == 32 and q.features == "inception-random:128" and q.unet_seeds >= 2
     assert paper.table2_size is None and paper.table2_kimg is None and paper.features == "inception"
-    assert math.isclose(q.table2_kimg, 2.0)
+    assert q.table2_kimg == 4.0 and q.table2_batch == 16 and not q.table2_swept and paper.table2_swept
+    from medgan import experiments
+
+    assert experiments.table2_kimg("quick", "spade") == 2.0 and experiments.table2_kimg("quick", "hinge") == 4.0
+    assert experiments.table2_kimg("paper", "spade") == experiments.table2_kimg("paper", "hinge") == 1000.0
