@@ -272,7 +272,8 @@ def spearman_frame(results: list[dict]):
             "ρ FID ↔ Dice": s["fid"]["rho"], "p (FID)": s["fid"]["p"],
             "ρ domain FID ↔ Dice": s["domain_fid"]["rho"], "p (domain FID)": s["domain_fid"]["p"],
         }
-    return pd.DataFrame.from_dict(rows, orient="index").astype(float).round(3)
+    frame = pd.DataFrame.from_dict(rows, orient="index").astype(float).round(3)
+    return frame.astype({"GANs": int})
 
 
 def paper_spearman() -> dict[str, dict[str, Any]]:

@@ -67,7 +67,7 @@ def test_demo_trains_generates_scores_and_reuses(monkeypatch, discs, tiny_overri
     result = demo_mod.demo("quick", **kw)
     assert len(result["divergences"]) == 5
     gans = result["training"]["gans"]
-    assert list(gans) == ["minimax", "fgan-kl", "ebgan"] and result["training"]["features"] == "inception-random"
+    assert list(gans) == ["minimax", "fgan-kl", "ebgan"] and result["training"]["features"] == "inception-random:128"  # the quick profile's
     for gan, r in gans.items():
         assert r["status"] == "finished" and math.isfinite(r["fid"]) and r["fid"] >= 0
         assert (r["n_real"], r["n_gen"]) == (4, 3)
