@@ -29,7 +29,7 @@ from medgan.data import ensure_prepared
 from medgan.data.prepared import PreparedSet, load_prepared
 from medgan.errors import RunLockedError
 from medgan.generate import generate
-from medgan.io import jsonable, sha256_files, write_json
+from medgan.io import jsonable, read_json_dict, sha256_files, write_json
 from medgan.runtime import code_version
 from medgan.segmentation import UNetConfig, segment
 from medgan.sweep.analysis import BEST_FILE, best_overrides
@@ -72,14 +72,6 @@ def run_status(run_dir) -> dict:
 # ---------------------------------------------------------------------------------------------
 # reuse: a result is reused only when current; a stale one is moved aside, never deleted
 # ---------------------------------------------------------------------------------------------
-def _read_json(path: Path) -> dict | None:
-    try:
-        d = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return d if isinstance(d, dict) else None
-
-
 def _is_empty(path: Path) -> bool:
     return not path.exists() or (path.is_dir() and not any(path.iterdir()))
 
@@ -124,7 +116,7 @@ def run_staleness(run_dir, cfg, real: PreparedSet | None = None) -> str | None:
     status = run_status(run_dir)["status"]
     if status not in REUSABLE_RUN_STATUS:
         return f"status {status}"
-    info = _read_json(run_dir / "config.json")
+    info = read_json_dict(run_dir / "config.json")
     if info is None:
         return "no readable config.json"
     if info.get("config_hash") != cfg.hash():
@@ -162,14 +154,14 @@ def trained_run(real: PreparedSet, gan: str, profile: str, *, runs_root="runs", 
         raise RunLockedError(f"{run_dir} is being trained by {lock_holder(run_dir)}: wait for it or stop it")
     if reason == "status interrupted" and _resumable(run_dir, cfg, real):
         return run_training(cfg, resume=True, progress=progress)  # a killed run continues where it stopped
-    _set_aside(run_dir, reason, _stale_tag(_read_json(run_dir / "config.json") or {}))
+    _set_aside(run_dir, reason, _stale_tag(read_json_dict(run_dir / "config.json") or {}))
     return run_training(cfg, progress=progress)
 
 
 def _resumable(run_dir: Path, cfg, real: PreparedSet) -> bool:
     """An interrupted run continues (rather than starting over) when this code made it from ``cfg`` on
     ``real`` and it has not gone past ``cfg.kimg``."""
-    info = _read_json(run_dir / "config.json") or {}
+    info = read_json_dict(run_dir / "config.json") or {}
     return (info.get("config_hash") == cfg.hash() and info.get("code_version") == code_version()
             and (info.get("dataset") or {}).get("content_sha256") == real.content_sha256
             and float(run_status(run_dir).get("kimg") or 0.0) <= cfg.kimg)
@@ -181,10 +173,10 @@ def generated_staleness(out_dir, run_dir, *, n: int, seed: int) -> str | None:
     Current = its ``dataset.json`` records the run's current ``config_hash`` and this ``code_version()``,
     the same ``n`` and ``seed``, and the hash of the checkpoint it was sampled from still matches that file.
     """
-    meta = _read_json(Path(out_dir) / "dataset.json")
+    meta = read_json_dict(Path(out_dir) / "dataset.json")
     if meta is None:
         return "absent"
-    run_hash = (_read_json(Path(run_dir) / "config.json") or {}).get("config_hash")
+    run_hash = (read_json_dict(Path(run_dir) / "config.json") or {}).get("config_hash")
     if run_hash is None or meta.get("config_hash") != run_hash:
         return f"config hash {meta.get('config_hash')} != the run's {run_hash}"
     if meta.get("code_version") != code_version():
@@ -204,7 +196,7 @@ def generated_set(run_dir, profile: str, *, data_root="data", n: int | None = No
     n = n or get_profile(profile).n_generate
     reason = generated_staleness(out, run_dir, n=n, seed=seed)
     if reason is not None:
-        _set_aside(out, reason, _stale_tag(_read_json(out / "dataset.json") or {}))
+        _set_aside(out, reason, _stale_tag(read_json_dict(out / "dataset.json") or {}))
         generate(run_dir, n, out, seed=seed, progress=progress)
     return load_prepared(out)
 
@@ -223,7 +215,7 @@ def segmentation_staleness(out_dir, train_dirs, test: PreparedSet, *, seeds: int
     of the same training and test sets (a regenerated set changes them).
     """
     out_dir = Path(out_dir)
-    result = _read_json(out_dir / "segment.json")
+    result = read_json_dict(out_dir / "segment.json")
     if result is None:
         return "absent"
     if result.get("code_version") != code_version():
@@ -232,7 +224,7 @@ def segmentation_staleness(out_dir, train_dirs, test: PreparedSet, *, seeds: int
         return f"{result.get('n_seeds')} seed(s), not {seeds}"
     if result.get("config") != jsonable(cfg.to_dict()):  # segment.json holds the config as write_json wrote it
         return "another U-Net config"
-    if _read_json(out_dir / INPUTS_FILE) != _segment_inputs(train_dirs, test):
+    if read_json_dict(out_dir / INPUTS_FILE) != _segment_inputs(train_dirs, test):
         return "other training or test sets"
     return None
 
@@ -247,7 +239,7 @@ def segmentation(train_dirs, test: PreparedSet, out_dir, *, seeds: int, augment:
     reason = segmentation_staleness(out_dir, train_dirs, test, seeds=seeds, cfg=cfg)
     if reason is None:
         return json.loads((out_dir / "segment.json").read_text())
-    _set_aside(out_dir, reason, _stale_tag(_read_json(out_dir / "segment.json") or {}))
+    _set_aside(out_dir, reason, _stale_tag(read_json_dict(out_dir / "segment.json") or {}))
     result = segment(train_dirs, test.root, seeds=seeds, augment=augment, cfg=cfg, out_dir=out_dir, progress=progress)
     write_json(out_dir / INPUTS_FILE, _segment_inputs(train_dirs, test))
     return result
@@ -265,7 +257,7 @@ def swept(real: PreparedSet, gan: str, profile: str, *, runs_root="runs", seed: 
                       batch=p.sweep_batch, seed=seed, storage=storage, study=f"{real.root.name}-{gan}",
                       metric="fid", metric_features=p.features, metric_n=p.sweep_metric_n, fixed=p.sweep_knobs,
                       restrict=p.sweep_restrict, pruner=p.sweep_pruner)
-    done = _read_json(out / "sweep.json")
+    done = read_json_dict(out / "sweep.json")
     if done is not None and not storage:
         stale = done.get("code_version") != code_version() or done.get("config") != jsonable(
             {**dataclasses.asdict(cfg), "fixed": list(cfg.fixed), "restrict": list(cfg.restrict)})
@@ -313,7 +305,7 @@ def _num(x: Any, fmt: str = ".4g") -> str:
 
 def run_summary(run_dir) -> str:
     """``hinge on acdc (phantom data, 64², 116 training slices): finished at kimg 8.000, batch 32, seed 0``."""
-    info = _read_json(Path(run_dir) / "config.json") or {}
+    info = read_json_dict(Path(run_dir) / "config.json") or {}
     status, cfg, ds = run_status(run_dir), info.get("config") or {}, info.get("dataset") or {}
     reason = f" ({status['reason']})" if status.get("reason") else ""
     return (f"{info.get('gan')} on {ds.get('name')} ({ds.get('source')} data, {ds.get('image_size')}², "

@@ -41,7 +41,7 @@ from torch import nn
 
 from medgan.config import TrainConfig
 from medgan.data.prepared import PreparedWriter, load_prepared, split_joint
-from medgan.errors import CheckpointError, ConfigError, OutputExistsError
+from medgan.errors import CheckpointError, ConfigError, OutputExistsError, UserError
 from medgan.io import sha256_files
 from medgan.models import MODELS
 from medgan.models.conditional import class_values, codes_from_z, parse_label, z_for_codes
@@ -59,8 +59,8 @@ from medgan.sampling import (  # the MASK_SOURCE_* values are re-exported: what 
 from medgan.training.runs import checkpoint_path, checkpoint_run_info, load_checkpoint
 
 
-def build_generator(state: dict[str, Any], info: dict[str, Any]) -> nn.Module:
-    """An untrained G of the architecture a checkpoint was written for.
+def build_pair(state: dict[str, Any], info: dict[str, Any]):
+    """An untrained G + D pair (``GANPair``) of the architecture a checkpoint was written for.
 
     The checkpoint's own ``config``/``dims`` decide; ``info`` (its run's ``config.json``) serves
     checkpoints written before they carried them.
@@ -72,25 +72,42 @@ def build_generator(state: dict[str, Any], info: dict[str, Any]) -> nn.Module:
     else:
         ds = info["dataset"]
         channels, num_labels, resolution = int(ds["channels"]), len(ds["labels"]), int(ds["image_size"])
-    return MODELS[model_cfg.name](model_cfg, channels=channels, num_labels=num_labels, resolution=resolution).G
+    return MODELS[model_cfg.name](model_cfg, channels=channels, num_labels=num_labels, resolution=resolution)
 
 
-def load_generator(source: str | os.PathLike, checkpoint: str = "last", device: str | torch.device = "cpu"):
-    """Load ``G_ema`` of a run: ``source`` is a run folder (with ``checkpoint`` = ``last``, ``best-fid``...)
-    or a checkpoint file, which is enough on its own.
+def build_generator(state: dict[str, Any], info: dict[str, Any]) -> nn.Module:
+    """An untrained G of the architecture a checkpoint was written for (``build_pair``'s G)."""
+    return build_pair(state, info).G
 
-    Returns ``(G_ema, info, state, path)``: G in eval mode on ``device`` with gradients off, the run's
-    description (``config``, ``dataset``, ``config_hash``, ``gan``), the whole checkpoint state and the
-    file it came from.
+
+NETWORKS = ("G_ema", "G", "D")  # what a checkpoint holds weights of
+
+
+def load_network(source: str | os.PathLike, checkpoint: str = "last", device: str | torch.device = "cpu", *,
+                 network: str = "G_ema"):
+    """Load one network of a run: ``source`` is a run folder (with ``checkpoint`` = ``last``, ``best-fid``...)
+    or a checkpoint file, which is enough on its own; ``network`` is ``G_ema`` (what sampling uses), ``G`` or ``D``.
+
+    Returns ``(net, info, state, path)``: the network in eval mode on ``device`` with gradients off (a batch norm
+    uses its running statistics, so one sample's output never depends on its batch), the run's description
+    (``config``, ``dataset``, ``config_hash``, ``gan``), the whole checkpoint state and the file it came from.
     """
+    if network not in NETWORKS:
+        raise UserError(f"no network {network!r} in a checkpoint; use one of {', '.join(NETWORKS)}")
     source = Path(source)
     path = source if source.is_file() else checkpoint_path(source, checkpoint)
     state = load_checkpoint(path)
     info = checkpoint_run_info(state, path)
-    G = build_generator(state, info)
-    G.load_state_dict(state["G_ema"])
-    G.to(device).eval().requires_grad_(False)
-    return G, info, state, path
+    pair = build_pair(state, info)
+    net = pair.D if network == "D" else pair.G
+    net.load_state_dict(state[network])
+    net.to(device).eval().requires_grad_(False)
+    return net, info, state, path
+
+
+def load_generator(source: str | os.PathLike, checkpoint: str = "last", device: str | torch.device = "cpu"):
+    """Load ``G_ema`` of a run (``load_network``): returns ``(G_ema, info, state, path)``."""
+    return load_network(source, checkpoint, device, network="G_ema")
 
 
 def generate(

@@ -315,6 +315,16 @@ def _cut_torn_tail(f) -> int:
     return cut
 
 
+def read_json_dict(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when the file is missing, unreadable or not an object: for optional
+    records (a run's ``config.json``, a result a step may reuse) whose absence is an answer, not an error."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The records of a JSON-lines file; ``[]`` when it does not exist. A torn last line (no newline: its
     writer was killed mid-append) is left out; any other bad line raises."""

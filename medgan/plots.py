@@ -16,6 +16,7 @@ from medgan.config import get_profile
 from medgan.data.prepared import SPLITS, PreparedSet
 from medgan.errors import InputNotFoundError
 from medgan.images import colorize_mask, image_to_display, overlay  # noqa: F401  (part of the plotting API)
+from medgan.io import read_json_dict
 from medgan.training.runs import read_stats
 
 
@@ -117,7 +118,10 @@ def training_curves(run_dir, title: str | None = None):
     axes[0].set_title("loss terms")
     axes[1].plot(kimg, [s.get("D_real") for s in stats], marker=".", label="D(real)")
     axes[1].plot(kimg, [s.get("D_fake") for s in stats], marker=".", label="D(fake)")
-    axes[1].set_title("mean discriminator logits")
+    # EBGAN's D is an auto-encoder: what it reports as D(real)/D(fake) are reconstruction energies, not logits
+    gan = (read_json_dict(Path(run_dir) / "config.json") or {}).get("gan")
+    axes[1].set_title("mean discriminator energies (reconstruction error)" if gan == "ebgan"
+                      else "mean discriminator logits")
     axes[2].plot(kimg, [s.get("img_per_s") for s in stats], marker=".", color="k")
     axes[2].set_title("throughput (img/s)")
     for ax in axes:

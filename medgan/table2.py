@@ -15,7 +15,6 @@ cached features), so a second call costs seconds. The result is JSON-ready and w
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -140,16 +139,6 @@ def _folder(row: str) -> str:
     if row in ("real", "real-aug"):
         return row
     return f"real-gen-{row[5:]}" if row.startswith("real+") else f"gen-{row}"
-
-
-def read_result(real, profile: str, runs_root="runs") -> dict | None:
-    """The ``table2.json`` of ``real`` in ``profile`` when this code wrote it, else None."""
-    path = result_dir(real, profile, runs_root) / RESULT_FILE
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return result if result.get("code_version") == code_version() else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -198,3 +198,27 @@ def test_conditional_run_refuses_masks_of_a_set_it_did_not_train_on(cond_run, sm
     with pytest.raises(CheckpointError, match="is not the set run"):
         generate(doctored, 4, tmp_path / "gen", batch=2, progress=False)
     assert not (tmp_path / "gen").exists()
+
+
+@pytest.mark.parametrize("network", ["G_ema", "G", "D"])
+def test_load_network_returns_each_network_of_a_checkpoint_frozen_in_eval_mode(run, network):
+    from medgan.generate import load_network
+
+    net, info, state, path = load_network(run, network=network)
+    assert path.name == "checkpoint-last.pt" and info["gan"] == "dcgan"
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+    for key, value in net.state_dict().items():  # exactly the weights stored under that name, not another network's
+        torch.testing.assert_close(value, state[network][key], rtol=0, atol=0)
+    if network == "D":
+        from medgan.beyond.anomaly import load_discriminator
+
+        D, *_ = load_discriminator(run)
+        assert type(D) is type(net) and D.state_dict().keys() == net.state_dict().keys()
+
+
+def test_load_network_refuses_an_unknown_network(run):
+    from medgan.errors import UserError
+    from medgan.generate import load_network
+
+    with pytest.raises(UserError, match="no network 'E'"):
+        load_network(run, network="E")

@@ -63,6 +63,9 @@ def test_training_curves_needs_a_tick(tmp_path):
     loss_lines = {line.get_label(): list(line.get_ydata()) for line in fig.axes[0].lines}
     assert loss_lines == {"D_total": [1.0, 0.5], "G_total": [2.0, 1.5]}
     assert list(fig.axes[2].lines[0].get_ydata()) == [10, 12]
+    assert fig.axes[1].get_title() == "mean discriminator logits"
+    (tmp_path / "config.json").write_text('{"gan": "ebgan"}')  # EBGAN's D reports reconstruction energies
+    assert "energies" in plots.training_curves(tmp_path).axes[1].get_title()
 
 
 def test_metrics_table_flattens_scalars_and_intervals():

@@ -30,17 +30,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from medgan.config import TrainConfig, apply_overrides, from_dict, to_dict
+from medgan.config import apply_overrides, from_dict, to_dict
 from medgan.data import ensure_prepared
 from medgan.data.phantoms import write_phantom
 from medgan.data.prepared import PreparedSet, load_prepared, to_joint
 from medgan.data.subset import subset_prepared
 from medgan.errors import ConfigError, IncompatibleSetsError, UserError
 from medgan.experiments import expected_source, get_profile, prepared_set, trained_run
-from medgan.generate import load_generator
-from medgan.models import MODELS
+from medgan.generate import load_generator, load_network
 from medgan.runtime import progress_bar, resolve_device
-from medgan.training.runs import checkpoint_path, checkpoint_run_info, load_checkpoint
 
 SCORES = ("d_score", "anogan")
 
@@ -141,24 +139,9 @@ def auc_per_group(scores: Sequence[float], groups: Sequence[str], *, normal: str
 # loading D, scoring
 # ---------------------------------------------------------------------------------------------
 def load_discriminator(source: str | os.PathLike, checkpoint: str = "last", device: str | torch.device = "cpu"):
-    """Load ``D`` of a run (the twin of ``medgan.generate.load_generator``): ``source`` is a run folder (with
-    ``checkpoint`` = ``last``, ``best-fid``...) or a checkpoint file. Returns ``(D, info, state, path)``; D is in
-    eval mode (batch norm on its running statistics: a slice's score never depends on its batch), gradients off."""
-    source = Path(source)
-    path = source if source.is_file() else checkpoint_path(source, checkpoint)
-    state = load_checkpoint(path)
-    info = checkpoint_run_info(state, path)
-    model_cfg = TrainConfig.from_dict(state.get("config", info["config"])).model
-    if "dims" in state:
-        dims = state["dims"]
-        channels, num_labels, resolution = int(dims["channels"]), int(dims["num_labels"]), int(dims["resolution"])
-    else:
-        ds = info["dataset"]
-        channels, num_labels, resolution = int(ds["channels"]), len(ds["labels"]), int(ds["image_size"])
-    D = MODELS[model_cfg.name](model_cfg, channels=channels, num_labels=num_labels, resolution=resolution).D
-    D.load_state_dict(state["D"])
-    D.to(device).eval().requires_grad_(False)
-    return D, info, state, path
+    """Load ``D`` of a run (``medgan.generate.load_network``): returns ``(D, info, state, path)``, D in eval mode
+    (batch norm on its running statistics: a slice's score never depends on its batch), gradients off."""
+    return load_network(source, checkpoint, device, network="D")
 
 
 def _check_unconditional(model: nn.Module, run: Path, what: str) -> None:
