@@ -210,6 +210,24 @@ def train_disk_run():
     return _train_disk_run
 
 
+def _checkpoint_tensors(obj, prefix=""):
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _checkpoint_tensors(v, f"{prefix}/{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _checkpoint_tensors(v, f"{prefix}/{i}")
+
+
+@pytest.fixture(scope="session")
+def checkpoint_tensors():
+    """``checkpoint_tensors(state) -> {"/G/…": tensor}``: every tensor of a nested checkpoint (networks, optimisers,
+    RNG states, data order), keyed by its path, for bit-identity checks."""
+    return lambda state: dict(_checkpoint_tensors(state))
+
+
 def _assert_same_state(a: dict, b: dict, parts=("G", "D", "G_ema")) -> None:
     for part in parts:
         assert a[part].keys() == b[part].keys(), part

@@ -136,26 +136,20 @@ def _argv(data: Path, out: Path, tiny: list[str], *, resume: bool) -> list[str]:
             "--no-progress", "--set", *tiny, *SETS, *(["--resume"] if resume else [])]
 
 
-def _tensors(obj, prefix=""):
-    if isinstance(obj, torch.Tensor):
-        yield prefix, obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _tensors(v, f"{prefix}/{k}")
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield from _tensors(v, f"{prefix}/{i}")
-
-
-def _assert_identical(a: dict, b: dict) -> None:
+@pytest.fixture
+def assert_identical(checkpoint_tensors):
     """Every tensor (G, D, G_ema, both optimisers, RNG states, data order, latent generator) and counter equal."""
-    assert (a["step"], a["d_step"], a["nimg"], a["data"]["pos"], a["data"]["epoch"]) == \
-           (b["step"], b["d_step"], b["nimg"], b["data"]["pos"], b["data"]["epoch"])
-    assert a["best"] == b["best"]
-    ta, tb = dict(_tensors(a)), dict(_tensors(b))
-    assert ta.keys() == tb.keys()
-    unequal = [k for k in ta if not torch.equal(ta[k], tb[k])]
-    assert not unequal, unequal[:10]
+
+    def check(a: dict, b: dict) -> None:
+        assert (a["step"], a["d_step"], a["nimg"], a["data"]["pos"], a["data"]["epoch"]) == \
+               (b["step"], b["d_step"], b["nimg"], b["data"]["pos"], b["data"]["epoch"])
+        assert a["best"] == b["best"]
+        ta, tb = checkpoint_tensors(a), checkpoint_tensors(b)
+        assert ta.keys() == tb.keys()
+        unequal = [k for k in ta if not torch.equal(ta[k], tb[k])]
+        assert not unequal, unequal[:10]
+
+    return check
 
 
 def _curve(records: list[dict], keys=("tick", "kimg", "step", "D_total", "G_total", "grad_norm_G")) -> list[tuple]:
@@ -192,7 +186,7 @@ KILLS = [
 ]
 
 
-def test_kill_anywhere_resumes_bit_identical(zygote, discs, tiny_overrides, tmp_path):
+def test_kill_anywhere_resumes_bit_identical(zygote, discs, tiny_overrides, tmp_path, assert_identical):
     t0 = time.perf_counter()
     straight, chain = tmp_path / "straight", tmp_path / "chain"
     code, out = zygote.run(_argv(discs, straight, tiny_overrides, resume=False))
@@ -218,9 +212,9 @@ def test_kill_anywhere_resumes_bit_identical(zygote, discs, tiny_overrides, tmp_
     assert run_status(chain)["status"] == "finished"
     a, b = load_checkpoint(straight / "checkpoint-last.pt"), load_checkpoint(chain / "checkpoint-last.pt")
     assert a["nimg"] == round(KIMG * 1000)
-    _assert_identical(a, b)
-    _assert_identical(load_checkpoint(straight / "checkpoint-prev.pt"), load_checkpoint(chain / "checkpoint-prev.pt"))
-    _assert_identical(load_checkpoint(straight / "checkpoint-best-test-mean.pt"),
+    assert_identical(a, b)
+    assert_identical(load_checkpoint(straight / "checkpoint-prev.pt"), load_checkpoint(chain / "checkpoint-prev.pt"))
+    assert_identical(load_checkpoint(straight / "checkpoint-best-test-mean.pt"),
                       load_checkpoint(chain / "checkpoint-best-test-mean.pt"))
     # stats.jsonl: every tick once, in order, with the same numbers; the metric log likewise
     assert _curve(read_stats(chain)) == _curve(read_stats(straight))
@@ -298,7 +292,7 @@ def test_lock_is_exclusive_within_one_machine(tmp_path):
     b.release()
 
 
-def test_notebook_helper_resumes_an_interrupted_run(discs, tiny_overrides, tmp_path, monkeypatch):
+def test_notebook_helper_resumes_an_interrupted_run(discs, tiny_overrides, tmp_path, monkeypatch, assert_identical):
     real = experiments.load_prepared(discs)
     kw = {"runs_root": tmp_path / "runs", "kimg": 0.032, "batch": 8, "progress": False,
           "overrides": [*tiny_overrides, "tick_kimg=0.008", "snapshot_kimg=0.016", "deterministic=true"]}
@@ -316,7 +310,7 @@ def test_notebook_helper_resumes_an_interrupted_run(discs, tiny_overrides, tmp_p
     assert experiments.run_status(run)["status"] == "finished"
     reference = tmp_path / "reference"
     experiments.trained_run(real, "dcgan", "quick", **{**kw, "runs_root": reference})
-    _assert_identical(load_checkpoint(reference / run.name / "checkpoint-last.pt"), load_checkpoint(run / "checkpoint-last.pt"))
+    assert_identical(load_checkpoint(reference / run.name / "checkpoint-last.pt"), load_checkpoint(run / "checkpoint-last.pt"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,7 +323,7 @@ def test_notebook_helper_resumes_an_interrupted_run(discs, tiny_overrides, tmp_p
     "write.partial@status.json:3:enospc",          # the status written after the second snapshot
     "write.complete@samples-*.png:2:enospc",       # the second grid
 ])
-def test_full_disk_keeps_what_was_written(fault, discs, tiny_overrides, tmp_path, monkeypatch):
+def test_full_disk_keeps_what_was_written(fault, discs, tiny_overrides, tmp_path, monkeypatch, assert_identical):
     run = tmp_path / "run"
     sets = [*tiny_overrides, "tick_kimg=0.008", "snapshot_kimg=0.016", "deterministic=true"]
     cfg = make_config(data=discs, out=run, kimg=0.048, batch=8, overrides=sets)
@@ -374,7 +368,7 @@ def test_full_disk_keeps_what_was_written(fault, discs, tiny_overrides, tmp_path
     run_training(make_config(out=run, kimg=0.048, resume=True), resume=True, progress=False)
     straight = run_training(make_config(data=discs, out=tmp_path / "straight", kimg=0.048, batch=8, overrides=sets),
                             progress=False)
-    _assert_identical(load_checkpoint(straight / "checkpoint-last.pt"), load_checkpoint(run / "checkpoint-last.pt"))
+    assert_identical(load_checkpoint(straight / "checkpoint-last.pt"), load_checkpoint(run / "checkpoint-last.pt"))
     assert _curve(read_stats(run)) == _curve(read_stats(straight))
 
 

@@ -141,7 +141,12 @@ def test_figures_draw_every_finished_trial():
     fig4 = analysis.knob_figure(frame, "model.d_filters")
     assert [ax.get_title() for ax in fig4.axes if ax.get_visible()] == ["DCGAN", "HingeGAN"]
     assert [t.get_text() for t in fig4.axes[1].get_xticklabels()] == ["16", "32", "64"]
-    assert analysis.knobs_overview(frame).axes and analysis.shares_figure(analysis.status_shares(frame)).axes
+    assert [t.get_text() for t in fig4.legends[0].get_texts()] == ["ACDC"]  # one figure legend: the datasets
+    overview = analysis.knobs_overview(frame)
+    diffaugment = next(ax for ax in overview.axes if ax.get_title() == "aug.diffaugment")
+    assert [t.get_text() for t in diffaugment.get_xticklabels()] == ["off"]  # the empty policy reads "off"
+    assert [t.get_text() for t in overview.legends[0].get_texts()] == ["DCGAN", "HingeGAN"]
+    assert analysis.shares_figure(analysis.status_shares(frame)).axes
 
 
 # ---------------------------------------------------------------------------------------------

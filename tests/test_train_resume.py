@@ -17,18 +17,6 @@ import torch
 from medgan.training import load_checkpoint, make_config, run_status, run_training
 
 
-def _tensors(obj, prefix=""):
-    """Every tensor in a nested checkpoint, keyed by its path."""
-    if isinstance(obj, torch.Tensor):
-        yield prefix, obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _tensors(v, f"{prefix}/{k}")
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield from _tensors(v, f"{prefix}/{i}")
-
-
 def _args(discs: Path, out: Path, gan: str, kimg: float, sets: list[str]) -> list[str]:
     return ["--data", str(discs), "--gan", gan, "--out", str(out), "--kimg", str(kimg), "--batch", "8",
             "--no-progress", "--set", *sets]
@@ -44,7 +32,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("gan,n_kimg", [("dcgan", 0.048), ("wgan-gp", 0.08)])
-def test_resume_is_bit_identical(tiny_overrides, discs, tmp_path, gan, n_kimg):
+def test_resume_is_bit_identical(tiny_overrides, discs, tmp_path, gan, n_kimg, checkpoint_tensors):
     sets = [*tiny_overrides, *CASES[gan]]
     straight = tmp_path / "straight"
     run_training(make_config(data=discs, out=straight, gan=gan, kimg=2 * n_kimg, batch=8, overrides=sets), progress=False)
@@ -63,7 +51,7 @@ def test_resume_is_bit_identical(tiny_overrides, discs, tmp_path, gan, n_kimg):
     a = load_checkpoint(straight / "checkpoint-last.pt")
     b = load_checkpoint(halves / "checkpoint-last.pt")
     assert (a["step"], a["nimg"]) == (b["step"], b["nimg"])
-    ta, tb = dict(_tensors(a)), dict(_tensors(b))
+    ta, tb = checkpoint_tensors(a), checkpoint_tensors(b)
     assert ta.keys() == tb.keys()
     for name in ("/G/", "/D/", "/G_ema/"):
         assert any(k.startswith(name) for k in ta)

@@ -235,6 +235,24 @@ def fig3(frame: pd.DataFrame, *, title: str = "", seed: int = 0):
     return fig
 
 
+def _value_ticks(ax, values: list, *, fontsize: int) -> None:
+    """A knob's values as x tick labels ("" reads "off"), slanted when one is long."""
+    ax.set_xticks(range(len(values)), [str(v) if v != "" else "off" for v in values], fontsize=fontsize,
+                  rotation=30 if max((len(str(v)) for v in values), default=0) > 6 else 0)
+
+
+def _legend_title_layout(fig, axes: list, title: str, *, loc: str):
+    """One figure legend from the first panel's lines, the title, a tight layout; returns ``fig``."""
+    if axes:
+        handles, labels = axes[0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc=loc, fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def knob_figure(frame: pd.DataFrame, knob: str, *, title: str = "", seed: int = 0):
     """The metric of every finished trial against one Table 1 knob: a panel per GAN, a colour per dataset, the
     median per value joined by a line. ``knob_figure(frame, "model.d_filters")`` is the paper's Fig 4."""
@@ -255,20 +273,12 @@ def knob_figure(frame: pd.DataFrame, knob: str, *, title: str = "", seed: int = 
                        label=DATASET_LABEL.get(dataset, dataset))
             med = rows.groupby(pos)["value"].median()
             ax.plot(med.index, med.to_numpy(), color=color, lw=1.2)
-        ax.set_xticks(range(len(values)), [str(v) if v != "" else "off" for v in values], fontsize=7,
-                      rotation=30 if max((len(str(v)) for v in values), default=0) > 6 else 0)
+        _value_ticks(ax, values, fontsize=7)
         ax.set_title(GAN_LABEL.get(gan, gan), fontsize=9)
         ax.set_xlabel(knob, fontsize=7)
         ax.set_ylabel(metric, fontsize=8)
         ax.grid(alpha=0.3)
-    if axes:
-        handles, labels = axes[0].get_legend_handles_labels()
-        if handles:
-            fig.legend(handles, labels, loc="upper right", fontsize=7, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _legend_title_layout(fig, axes, title, loc="upper right")
 
 
 def knobs_overview(frame: pd.DataFrame, *, title: str = ""):
@@ -289,19 +299,12 @@ def knobs_overview(frame: pd.DataFrame, *, title: str = ""):
             med = rows.groupby(pos)["rel"].median()
             ax.plot(med.index, med.to_numpy(), marker="o", ms=3, lw=1, color=f"C{j}", label=GAN_LABEL.get(gan, gan))
         ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
-        ax.set_xticks(range(len(values)), [str(v) if v != "" else "off" for v in values], fontsize=6,
-                      rotation=30 if max((len(str(v)) for v in values), default=0) > 6 else 0)
+        _value_ticks(ax, values, fontsize=6)
         ax.set_title(knob, fontsize=8)
         ax.tick_params(axis="y", labelsize=6)
     if axes:
         axes[0].set_ylabel("metric / GAN median", fontsize=7)
-        handles, labels = axes[0].get_legend_handles_labels()
-        if handles:
-            fig.legend(handles, labels, loc="lower right", fontsize=7, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _legend_title_layout(fig, axes, title, loc="lower right")
 
 
 def shares_figure(shares: pd.DataFrame, *, title: str = ""):
