@@ -30,8 +30,6 @@ import gzip
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,7 +49,7 @@ from medgan.data.nnunet import (
     to_nifti_axes,
 )
 from medgan.errors import ConfigError, NnunetFormatError, OutputExistsError, RawFormatError
-from medgan.io import atomic_write, jsonable, write_json
+from medgan.io import atomic_folder, atomic_write, jsonable, write_json
 from medgan.registry import Registry
 from medgan.runtime import code_version, progress_bar
 
@@ -336,20 +334,12 @@ def export(
         raise OutputExistsError(f"output directory {target} already exists (pass --overwrite to replace it)")
     if target.exists() and ps.root.resolve().is_relative_to(target.resolve()):
         raise OutputExistsError(f"{target}: the output folder holds the set being exported; refusing to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with atomic_folder(target) as tmp:
         record = provenance(ps, fmt)
         record.update(writer(ps, tmp, progress=progress))
         write_json(tmp / PROVENANCE_FILE, record)
         if fmt == "nnunet":
             verify_nnunet(tmp, check_name=False)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

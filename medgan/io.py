@@ -28,6 +28,7 @@ e.g. ``MEDGAN_FAULT=write.partial@checkpoint-last.pt:2`` or ``MEDGAN_FAULT=appen
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import hashlib
@@ -239,6 +240,25 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
             np.save(f, array)
 
     return atomic_write(path, write)
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike):
+    """Build a folder in a hidden temporary sibling of ``target`` (yielded), then swap it in whole: readers see the
+    old folder or the new one, never half of it. On any exception the temporary folder is removed and ``target`` is
+    left as it was. The new folder is ``0o755`` (``mkdtemp`` makes it private to this user)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        os.chmod(tmp, 0o755)
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def remove_temp_files(folder: str | os.PathLike) -> list[str]:

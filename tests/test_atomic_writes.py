@@ -134,3 +134,20 @@ def test_the_checker_sees_each_kind_of_write(tmp_path, code):
     (pkg / "mod.py").write_text(f"def f(tmp, a, state, fig, meta, frame):\n    out = path = run = tmp\n    "
                                 f"{code.replace('out', 'tmp').replace('path', 'tmp').replace('run /', 'tmp /')}\n")
     assert non_atomic_writes(pkg) == []
+
+
+def test_atomic_folder_swaps_in_whole_or_leaves_the_old_folder(tmp_path):
+    from medgan.io import atomic_folder
+
+    target = tmp_path / "set"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_folder(target) as tmp:
+        (tmp / "new.txt").write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert [p.name for p in tmp_path.iterdir()] == ["set"] and (target / "old.txt").read_text() == "old"
+    with atomic_folder(target) as tmp:
+        (tmp / "new.txt").write_text("new")
+        assert not (target / "new.txt").exists()  # nothing shows before the swap
+    assert [p.name for p in target.iterdir()] == ["new.txt"] and [p.name for p in tmp_path.iterdir()] == ["set"]
+    assert target.stat().st_mode & 0o777 == 0o755  # readable by others, not mkdtemp's private 0o700

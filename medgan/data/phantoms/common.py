@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -20,6 +18,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from medgan.errors import ConfigError, OutputExistsError
+from medgan.io import atomic_folder
 from medgan.registry import Registry
 from medgan.runtime import progress_disabled
 
@@ -59,19 +58,10 @@ def write_phantom(
             raise OutputExistsError(f"{out}: exists and is not a directory")
         if any(out.iterdir()) and not overwrite:
             raise OutputExistsError(f"{out}: output directory exists and is not empty (use --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)
+    with atomic_folder(out) as tmp:
         writer(tmp, n, int(seed), progress=progress, **size_kw)
         # the marker medgan.data.prepare reads to record source: "phantom" in dataset.json
         (tmp / "PHANTOM.txt").write_text(f"medgan phantom: dataset={dataset} patients={n} seed={seed}\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
