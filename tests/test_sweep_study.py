@@ -101,10 +101,17 @@ def test_chunked_trial_is_bit_identical_to_one_run(hook, tmp_path, small_discs, 
 def test_halving_pruner_stops_hopeless_trials_and_keeps_their_runs(hook, tmp_path, small_discs):
     hook(_by_lr)
     out = tmp_path / "s"
-    frame = run_sweep(_cfg(small_discs, out, trials=6, kimg=0.064, pruner="halving", report_kimg=0.016))
-    assert len(frame) == 6
+    cfg = _cfg(small_discs, out, trials=6, kimg=0.064, pruner="halving", report_kimg=0.016)
+    # the first two trials are set, not drawn: trial 1 (value 1.0) is then worse than the better half of its rung
+    # ([0.05, 1.0]) and must be pruned, whatever the sampler draws for the other four
+    out.mkdir()
+    study = open_study(cfg)
+    for lr in (5e-5, 1e-3):
+        study.enqueue_trial({"lr": lr})
+    frame = run_sweep(cfg)
+    assert len(frame) == 6 and list(frame["lr"][:2]) == [5e-5, 1e-3]
     pruned = frame[frame["status"] == "pruned"]
-    assert len(pruned) >= 1 and set(pruned["state"]) == {"PRUNED"}
+    assert 1 in set(pruned["trial"]) and set(pruned["state"]) == {"PRUNED"}
     for _, row in pruned.iterrows():
         lines = (Path(row["run_dir"]) / "metric-kid.jsonl").read_text().splitlines()
         assert 1 <= len(lines) < 4  # stopped between chunks
@@ -115,6 +122,22 @@ def test_halving_pruner_stops_hopeless_trials_and_keeps_their_runs(hook, tmp_pat
     # a pruned trial is never the best
     best = json.loads((out / "sweep.json").read_text())["best"]
     assert best["trial"] in set(finished["trial"]) and best["value"] == finished["value"].min()
+
+
+def test_same_seed_draws_the_same_knobs_in_any_worker_process(hook, tmp_path, small_discs, monkeypatch):
+    """Knobs are a function of (seed, trial number, history): a rerun in another process repeats them trial for
+    trial, trials of one sweep differ (so do workers asking at once: their numbers differ), another seed differs."""
+    import os
+
+    hook(_by_lr)
+    knobs = [c for c in search_space("dcgan") if c != "lr"]
+    first = run_sweep(_cfg(small_discs, tmp_path / "a", trials=3))
+    monkeypatch.setattr(os, "getpid", lambda: 4242)  # what another worker process would be
+    again = run_sweep(_cfg(small_discs, tmp_path / "b", trials=3))
+    other = run_sweep(_cfg(small_discs, tmp_path / "c", trials=3, seed=1))
+    assert first[knobs].equals(again[knobs]) and list(first["value"]) == list(again["value"])
+    assert len(first[knobs].drop_duplicates()) == 3  # each trial number has its own draw
+    assert not first[knobs].equals(other[knobs])
 
 
 def test_pruner_flag_picks_the_pruner():

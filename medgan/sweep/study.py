@@ -293,8 +293,6 @@ def _work(study, cfg: SweepConfig, objective) -> None:
         trials = study.get_trials(deepcopy=False)
         counted = counted_trials(trials)
         if len(counted) < cfg.trials or any(t.state == TrialState.WAITING for t in counted):
-            # a fresh sampler seed per trial and worker: workers asking at once must not get the same knobs
-            study.sampler = optuna.samplers.TPESampler(seed=cfg.seed + len(trials) + 7919 * (os.getpid() % 4096))
             study.optimize(objective, n_trials=1, gc_after_trial=False)
             continue
         if not any(t.state == TrialState.RUNNING for t in counted):
@@ -302,12 +300,48 @@ def _work(study, cfg: SweepConfig, objective) -> None:
         time.sleep(min(cfg.heartbeat, 5))  # another worker's trial runs (or died: wait for its retry)
 
 
+def trial_seeded_sampler(seed: int):
+    """TPE whose random state is a function of ``(seed, trial number)`` alone.
+
+    Trial numbers are unique across workers, so workers asking at once never draw the same knobs (the reason the
+    seed once mixed in the worker's pid), and a sweep rerun with the same seed draws the same knobs trial for trial
+    (which the pid made a matter of chance). TPE itself is stateless apart from its random state; it is rebuilt per
+    trial in ``before_trial``, which ``optuna.Trial`` calls once the number is known and before any ``suggest_*``."""
+    import optuna
+
+    class TrialSeededTPE(optuna.samplers.BaseSampler):
+        def __init__(self) -> None:
+            self.seed = int(seed)
+            self._tpe = optuna.samplers.TPESampler(seed=self.seed)
+
+        def before_trial(self, study, trial) -> None:
+            self._tpe = optuna.samplers.TPESampler(seed=self.seed + trial.number)
+            self._tpe.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study, trial):
+            return self._tpe.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self._tpe.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            self._tpe.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:  # optuna calls this for n_jobs > 1 only; our workers are processes
+            self._tpe.reseed_rng()
+
+    return TrialSeededTPE()
+
+
 def open_study(cfg: SweepConfig):
     import optuna
 
     return optuna.create_study(storage=make_storage(cfg.storage_url, heartbeat=cfg.heartbeat, grace=cfg.grace),
                                study_name=cfg.study_name, direction="minimize", load_if_exists=True,
-                               pruner=make_pruner(cfg.pruner))
+                               sampler=trial_seeded_sampler(cfg.seed), pruner=make_pruner(cfg.pruner))
 
 
 def run_sweep(cfg: SweepConfig, *, progress: bool | None = None) -> pd.DataFrame:
