@@ -2,7 +2,7 @@
 
 The full pipeline (train -> generate -> FID -> U-Net) runs in notebook 05 and in tests/test_notebook_params.py; here
 every number is known in advance: Spearman's ρ of hand-ranked columns, the least/most effective GAN, the published
-numbers, the caption's provenance tokens.
+numbers, the caption's provenance tokens. One test runs the whole pipeline here, with two GANs forced to diverge.
 """
 
 from __future__ import annotations
@@ -187,3 +187,47 @@ def test_quick_profile_runs_table2_at_the_sweep_size_with_the_small_inception():
 
     assert experiments.table2_kimg("quick", "spade") == 2.0 and experiments.table2_kimg("quick", "hinge") == 4.0
     assert experiments.table2_kimg("paper", "spade") == experiments.table2_kimg("paper", "hinge") == 1000.0
+
+
+# ---------------------------------------------------------------------------------------------
+# a GAN that diverges, through the whole pipeline (smoke sizes)
+# ---------------------------------------------------------------------------------------------
+def test_table2_scores_a_diverged_gan_from_its_checkpoint_and_leaves_one_without_any_unscored(tmp_path, monkeypatch):
+    """LSGAN diverges at its 2nd tick (after the snapshot at 0.032 kimg): its row is scored from that checkpoint and
+    says "(diverged)". WGAN diverges at its 1st tick, before any snapshot: its row has no numbers, it adds no U-Net,
+    no domain FID and no original+WGAN row, and Spearman counts the GANs left."""
+    import dataclasses
+
+    from medgan import config
+    from medgan.training import loop
+
+    smoke = config.PROFILES["smoke"]
+    monkeypatch.setitem(config.PROFILES, "smoke", dataclasses.replace(
+        smoke, train_knobs=(*smoke.train_knobs, "snapshot_kimg=0.032")))
+    healthy = loop.Run.divergence
+    at_tick = {"lsgan": 2, "wgan": 1}
+
+    ticks: dict[str, int] = {}
+
+    def divergence(self, summary):
+        ticks[self.cfg.gan] = ticks.get(self.cfg.gan, 0) + 1  # one call per tick end
+        if at_tick.get(self.cfg.gan) == ticks[self.cfg.gan]:
+            return "non-finite G_total (forced by the test)"
+        return healthy(self, summary)
+
+    monkeypatch.setattr(loop.Run, "divergence", divergence)
+    result = table2.table2("idrid", "smoke", gans=("dcgan", "hinge", "lsgan", "wgan"), combos=("lsgan", "wgan"),
+                           data_root=tmp_path / "data", runs_root=tmp_path / "runs", progress=False)
+    runs = result["runs"]
+    assert [runs[g]["status"] for g in ("dcgan", "hinge", "lsgan", "wgan")] == ["finished", "finished", "diverged",
+                                                                                 "diverged"]
+    assert "forced by the test" in runs["lsgan"]["reason"] and runs["lsgan"]["checkpoint_kimg"] == pytest.approx(0.032)
+    assert "not_scored" in runs["wgan"] and "checkpoint" in runs["wgan"]["not_scored"]
+    assert sorted(result["fid"]) == sorted(result["domain_fid"]) == ["dcgan", "hinge", "lsgan"]
+    assert sorted(result["dice"]) == ["dcgan", "hinge", "lsgan", "real", "real+lsgan", "real-aug"]
+    assert result["spearman"]["fid"]["n"] == 3 and table2.numbers_ok(result) == []
+    t = table2.frame(result)
+    assert "LSGAN (diverged)" in t.index and t.loc["LSGAN (diverged)", "Dice (± CI95)"] != "n/a"
+    assert "WGAN (diverged)" in t.index and t.loc["WGAN (diverged)", "Dice (± CI95)"] == "n/a"
+    assert list(t.index) == ["Original data", "Augmented original data", "DCGAN", "HingeGAN", "LSGAN (diverged)",
+                             "WGAN (diverged)", "Orig. data + LSGAN"]
