@@ -110,8 +110,13 @@ test-book:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check medgan tests book
 
+# One test file, one worker (--dist loadfile): a module's expensive fixtures (the trained U-Net, a notebook rerun's
+# data and runs) are built once. Not --dist loadgroup: pytest 9 ignores the group xdist 3.8 writes into
+# Item._nodeid (pytest reads Item._id), so xdist_group marks silently split a module across workers.
+# tests/test_test_runner.py checks this line does what it says.
+XDIST        ?= -n 2 --dist loadfile
 test-unit: $(STAMP) lint
-	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS) tests
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS) tests
 
 # nbval re-executes every executed notebook in a fresh kernel: cells tagged nbval-check-output (the study's
 # numbers, printed rounded) must print exactly what they printed at execution; every other cell must run.

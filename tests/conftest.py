@@ -9,6 +9,8 @@ Data:
 Trainer helpers (fixtures returning callables):
   ``tiny_overrides`` (the 8-filter DCGAN overrides), ``disc_labels``, ``train_disk_run``, ``finite_stats``,
   ``assert_resume_exact``, ``assert_same_state`` (checkpoint equality), ``folder_digest`` (sha256 of every file).
+Notebook reruns: ``notebook_roots`` (a data and a runs folder per test module, so a module's reruns reuse each
+  other's phantoms and runs); the helpers they share are in ``tests/notebook_reruns.py``.
 Registry doubles (registered for the requesting scope only, then restored):
   ``conditional_model``: ``MODELS["test-cond"]`` = a SPADE-shaped stand-in G + DCGAN D.
 """
@@ -408,3 +410,10 @@ def pixel_d() -> type[PixelD]:
 def linear_d() -> type[LinearD]:
     """``linear_d(w, *, ada=False)``: D(x) = <w, x>."""
     return LinearD
+
+
+@pytest.fixture(scope="module")
+def notebook_roots(tmp_path_factory) -> dict[str, str]:
+    """``data_root`` and ``runs_root`` for papermill reruns, one pair per test module (one module, one worker)."""
+    base = tmp_path_factory.mktemp("notebook-reruns")
+    return {"data_root": str(base / "data"), "runs_root": str(base / "runs")}

@@ -56,7 +56,6 @@ def test_divergence_table_rows():
         assert r["rel_error"] == pytest.approx((r["estimate"] - r["true"]) / r["true"])
 
 
-@pytest.mark.xdist_group("beyond-divergences")
 def test_demo_trains_generates_scores_and_reuses(monkeypatch, discs, tiny_overrides, tmp_path):
     tiny = demo_mod.DemoShape(size=None, kimg=0.016, knobs=(*tiny_overrides, "tick_kimg=0.008"),
                               gans=("minimax", "fgan-kl", "ebgan"), n_generate=3, n_real=4, estimate_n=50,

@@ -19,10 +19,7 @@ MATHJAX = ROOT / "book" / "_static" / "mathjax"
 PNG = base64.b64decode(  # a 1x1 PNG
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
 
-pytestmark = [
-    pytest.mark.skipif(browser_check.chromium_path() is None, reason="no Chromium (apt-get install chromium)"),
-    pytest.mark.xdist_group("chromium"),
-]
+pytestmark = pytest.mark.skipif(browser_check.chromium_path() is None, reason="no Chromium (apt-get install chromium)")
 
 GOOD = '<html><body><p>fine</p><img src="ok.png"></body></html>'
 MATH = ('<html><head><script defer src="_static/mathjax/tex-chtml.js"></script></head>'

@@ -16,7 +16,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
-OWN = ["01_datasets", "02_train_gan", "04_samples", "05_table2", "06_umap"]  # the notebooks whose setup cell this issue shaped
 
 
 def _load_publish():
@@ -101,9 +100,9 @@ def test_source_notebooks_carry_no_outputs(path):
     assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), f"{path.name} has outputs"
 
 
-@pytest.mark.parametrize("name", OWN)
-def test_setup_cell_renders_inline_and_silences_warnings_before_any_checked_output(name):
-    nb = json.loads((REPO / "notebooks" / f"{name}.ipynb").read_text())
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_setup_cell_renders_inline_and_silences_warnings_before_any_checked_output(path):
+    nb = json.loads(path.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert "parameters" in code[0]["metadata"]["tags"]
     setup = "".join(code[1]["source"])

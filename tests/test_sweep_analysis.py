@@ -157,7 +157,6 @@ def _meanabs(ctx):
     return {"value": float(np.abs(image).mean()), "features": "none"}
 
 
-@pytest.mark.xdist_group("sweep-analysis")
 def test_swept_runs_then_reuses_then_sets_aside_when_code_changes(small_discs, tmp_path, monkeypatch, tiny_overrides):
     monkeypatch.setattr(METRIC_HOOKS, "_items", {**METRIC_HOOKS._items, "fid": _meanabs})
     tiny = dataclasses.replace(config.PROFILES["quick"], name="tiny", sweep_trials=2, sweep_kimg=0.032,

@@ -26,10 +26,6 @@ from medgan.segmentation import (
 )
 from medgan.segmentation.train import _training_kind
 
-# one xdist worker for the whole module: the trained fixture is built once, not once per worker
-pytestmark = pytest.mark.xdist_group("unet")
-
-
 LABELS = {"0": "background", "1": "RV", "2": "MYO", "3": "LV"}
 # small enough for a CPU test, big enough to learn the toy anatomy
 FAST = UNetConfig(depth=2, width=8, dropout=0.0, lr=3e-3, batch=8, max_epochs=20, patience=8, device="cpu")
