@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from notebook_reruns import DATASETS, GANS, PROFILE, execute, images, printed
+from notebook_reruns import DATASETS, GANS, PROFILE, advertised, execute, images, printed
 
 pytest.importorskip("papermill")
 
@@ -55,6 +55,9 @@ def test_sample_grid_never_asks_for_more_masks_than_the_set_has(discs, tmp_path,
 def test_the_advertised_values_are_the_papers():
     assert GANS == ["dcgan", "lsgan", "wgan", "wgan-gp", "hinge", "stylegan2", "spade"]
     assert DATASETS == ["acdc", "sliver07", "idrid"]
+    # the rerun matrix of notebook 07 is built from 02's lists: 07 must advertise the same
+    assert advertised("07_visual_turing_test.ipynb", "gan") == GANS
+    assert advertised("07_visual_turing_test.ipynb", "dataset") == DATASETS
 
 
 def test_table2_notebook_reruns_every_gan_on_every_dataset(notebook_roots, tmp_path, monkeypatch):

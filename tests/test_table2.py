@@ -206,7 +206,6 @@ def test_table2_scores_a_diverged_gan_from_its_checkpoint_and_leaves_one_without
         smoke, train_knobs=(*smoke.train_knobs, "snapshot_kimg=0.032")))
     healthy = loop.Run.divergence
     at_tick = {"lsgan": 2, "wgan": 1}
-
     ticks: dict[str, int] = {}
 
     def divergence(self, summary):
